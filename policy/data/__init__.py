@@ -1,0 +1,1 @@
+"""Data: problems, grading, error injection and DPO pairs."""

@@ -1,0 +1,182 @@
+"""The backspace semantics core: effective sequences and the training layout of hard backtracking.
+
+One simulation of the inference KV cache (``_simulate``) defines both the effective output and
+the attention layout, so the collator, DPO and the tests cannot disagree with decoding (DESIGN §1).
+
+Deletion is deferred: while a run of ⟨b⟩ lasts, the tokens it deletes and the ⟨b⟩ themselves stay
+in the cache, so each ⟨b⟩ is predicted from a state that still sees the error. When the first
+token after the run is fed, the k deleted tokens and the k ⟨b⟩ leave the cache and that token
+takes the position of the first deleted token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "BackspaceTrace",
+    "CacheLayout",
+    "RunEvent",
+    "apply_backspaces",
+    "backspace_trace",
+    "cache_layout",
+    "layout_to_4d_mask",
+]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One ⟨b⟩-run: ``start`` is the raw index of its first ⟨b⟩, ``length`` its ⟨b⟩ count,
+    ``deleted`` how many tokens it removed (``length - deleted`` are surplus no-ops at the prompt)."""
+
+    start: int
+    length: int
+    deleted: int
+
+    @property
+    def surplus(self) -> int:
+        return self.length - self.deleted
+
+
+@dataclass(frozen=True)
+class BackspaceTrace:
+    """Result of applying the backspaces of a raw sequence.
+
+    ``alive``: raw indices of the effective sequence (prompt included), in order.
+    ``events``: the runs, in order. ``surplus``: total no-op ⟨b⟩ (runs that hit the prompt).
+    """
+
+    alive: tuple[int, ...]
+    events: tuple[RunEvent, ...]
+
+    @property
+    def surplus(self) -> int:
+        return sum(e.surplus for e in self.events)
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """The attention layout that reproduces the inference cache.
+
+    ``attention``: bool ``[L, L]``, ``attention[t, s]`` is True when token s is in the cache
+    (or is t itself) at the moment token t is fed. ``position_ids``: long ``[L]``, the number
+    of cached tokens before t.
+    """
+
+    attention: torch.Tensor  # [L, L] bool
+    position_ids: torch.Tensor  # [L] long
+
+
+def _validate(ids: Sequence[int], backtrack_id: int, prompt_len: int) -> list[int]:
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1:
+            raise ValueError(f"ids must be a 1-D sequence of token ids, got a tensor of shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    ids = list(ids)
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise ValueError("ids must be integers")
+    if any(t < 0 for t in ids):
+        raise ValueError(f"ids must be non-negative token ids, got {min(ids)}")
+    if not isinstance(backtrack_id, int) or backtrack_id < 0:
+        raise ValueError(f"backtrack_id must be a non-negative int, got {backtrack_id!r}")
+    if not isinstance(prompt_len, int) or not 0 <= prompt_len <= len(ids):
+        raise ValueError(f"prompt_len={prompt_len!r} is out of range for a sequence of {len(ids)} tokens")
+    return ids
+
+
+def _simulate(ids: list[int], backtrack_id: int, prompt_len: int, *, want_rows: bool):
+    """Feed ``ids`` through a simulated cache. Returns (alive indices, events, rows, positions).
+
+    ``rows[t]`` lists the raw indices in the cache when t is fed (t itself included).
+    Prompt tokens are never backspaces: a ⟨b⟩ id inside the prompt is an ordinary token.
+    """
+    cache: list[int] = []  # raw indices currently in the cache, in order
+    run: list[int] = []  # raw indices of the ⟨b⟩ of the run in progress
+    events: list[RunEvent] = []
+    rows: list[list[int]] = []
+    positions: list[int] = []
+
+    def close_run() -> None:
+        # Drop the run's ⟨b⟩ and up to len(run) alive non-prompt tokens before it.
+        k = len(run)
+        del cache[-k:]
+        deletable = sum(1 for i in cache if i >= prompt_len)
+        deleted = min(k, deletable)
+        if deleted:
+            del cache[-deleted:]
+        events.append(RunEvent(start=run[0], length=k, deleted=deleted))
+        run.clear()
+
+    for t, tok in enumerate(ids):
+        is_b = tok == backtrack_id and t >= prompt_len
+        if not is_b and run:
+            close_run()
+        positions.append(len(cache))
+        cache.append(t)
+        if want_rows:
+            rows.append(list(cache))
+        if is_b:
+            run.append(t)
+    if run:
+        close_run()
+    return cache, events, rows, positions
+
+
+def backspace_trace(ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0) -> BackspaceTrace:
+    """Apply the backspaces in ``ids`` and report which raw tokens survive and every run."""
+    ids = _validate(ids, backtrack_id, prompt_len)
+    alive, events, _, _ = _simulate(ids, backtrack_id, prompt_len, want_rows=False)
+    return BackspaceTrace(alive=tuple(alive), events=tuple(events))
+
+
+def apply_backspaces(ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0) -> list[int]:
+    """The effective sequence of ``ids``: a run of k ⟨b⟩ deletes the k tokens before the run.
+
+    The first ``prompt_len`` tokens are never deleted; ⟨b⟩ beyond them are counted no-ops
+    (see ``backspace_trace(...).surplus``). Example: ``P x1 x2 x3 ⟨b⟩ ⟨b⟩ y`` → ``P x1 y``.
+    """
+    ids = _validate(ids, backtrack_id, prompt_len)
+    alive, _, _, _ = _simulate(ids, backtrack_id, prompt_len, want_rows=False)
+    return [ids[i] for i in alive]
+
+
+def cache_layout(ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0) -> CacheLayout:
+    """The attention matrix ``[L, L]`` and ``position_ids [L]`` of hard backtracking.
+
+    Token t attends exactly to the tokens alive in the inference cache when t is fed, and its
+    position id is the number of them before it. For a ⟨b⟩-free sequence this is the causal
+    layout with positions ``0..L-1``.
+    """
+    ids = _validate(ids, backtrack_id, prompt_len)
+    if not ids:
+        raise ValueError("cache_layout needs at least one token (got an empty sequence)")
+    _, _, rows, positions = _simulate(ids, backtrack_id, prompt_len, want_rows=True)
+    L = len(ids)
+    attention = torch.zeros(L, L, dtype=torch.bool)
+    for t, row in enumerate(rows):
+        attention[t, row] = True
+    return CacheLayout(attention=attention, position_ids=torch.tensor(positions, dtype=torch.long))
+
+
+def layout_to_4d_mask(attention: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Turn a bool attention ``[L, L]`` or ``[B, L, L]`` into the additive float mask ``[B, 1, L, L]``.
+
+    Additive float (0 where allowed, the dtype's minimum where not) is the form every
+    transformers attention implementation accepts (eager needs it; SDPA also takes bool).
+    Flash-attention kernels take no 4D mask at all. A fully masked row would turn softmax into
+    NaN, so it is refused.
+    """
+    if attention.dtype != torch.bool:
+        raise ValueError(f"attention must be a bool tensor, got {attention.dtype}")
+    if attention.dim() == 2:
+        attention = attention.unsqueeze(0)
+    if attention.dim() != 3 or attention.shape[-1] != attention.shape[-2]:
+        raise ValueError(f"attention must be [L, L] or [B, L, L], got {tuple(attention.shape)}")
+    if not attention.any(-1).all():
+        raise ValueError("attention has a row with no allowed key; softmax over it would be NaN")
+    mask = torch.zeros(attention.shape, dtype=dtype)
+    mask.masked_fill_(~attention, torch.finfo(dtype).min)
+    return mask.unsqueeze(1)  # (B, 1, L, L)

@@ -1,0 +1,1 @@
+"""Rewind verifier package."""
