@@ -1,0 +1,69 @@
+"""The ``rewind`` command line. Each subcommand is a module with ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so ``rewind --help``
+stays fast and loads no model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["COMMANDS", "main"]
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("experiments.cmd_data", "build a dataset (problems, injected errors, DPO pairs) and print its statistics"),
+}
+
+
+class UserError(Exception):
+    """An error in what the user asked for: printed as one line, no traceback."""
+
+
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rewind", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = _command_in(argv)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        if name == wanted:  # import only the module of the command being run
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def _command_in(argv: list[str] | None) -> str | None:
+    for a in argv or []:
+        if a in COMMANDS:
+            return a
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("rewind: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if getattr(args, "debug", False):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"rewind {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""What search needs from a policy and a verifier (DESIGN §6).
+
+``search`` imports neither ``policy`` nor ``verifier``: they implement these protocols. A policy
+object passed to ``search.solve`` offers ``.engine(share_kv=...) -> PolicyEngine``; a verifier
+offers ``.score(hidden) -> probabilities``.
+
+KV handles (``state``) are opaque to search. A handle's KV segment stays in memory while the
+handle is not released or while a descendant still needs it; ``release`` says search will
+expand that node no more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["ExpandResult", "PolicyEngine", "Prompt", "StepRequest", "StepSample", "Verifier"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prefilled question: the root of a tree."""
+
+    state: Any  # opaque KV handle of the prompt
+    ids: tuple[int, ...]  # prompt token ids
+    text: str  # the prompt text the model saw
+    tokens_run: int  # tokens fed through the model to build it
+    kv_bytes: int  # bytes of its KV segment
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """Draw ``len(seeds)`` children of the node whose handle is ``state``."""
+
+    state: Any
+    seeds: tuple[int, ...]  # one per child; a child's tokens depend only on its seed and the prefix
+    depth: int = 0  # depth of the node being expanded (0 = root); engines may cap steps by it
+
+
+@dataclass(frozen=True)
+class StepSample:
+    """One sampled step (a child node)."""
+
+    ids: tuple[int, ...]  # alive tokens of the step after in-step backspaces
+    raw_ids: tuple[int, ...]  # tokens as sampled, ⟨b⟩ included
+    text: str  # decoded alive text
+    raw_text: str  # decoded raw text, ⟨b⟩ visible
+    logprob: float  # sum of log-probs of raw_ids under the sampling distribution's base model
+    backtracks: tuple[tuple[int, int], ...]  # (raw index in step, run length)
+    hidden: torch.Tensor | None  # [H] fp32 last-layer hidden state at the step's last fed token
+    p_backtrack_policy: float  # the policy's P(⟨b⟩) for the token after the step
+    state: Any | None  # the child's KV handle (None when rejected)
+    rejected: bool  # a ⟨b⟩-run reached past the step's start: the policy rejects the parent
+    finished: bool  # the step ends the solution (EOS, or the '#### answer' line)
+    answer: str | None  # the final answer when finished
+    kv_bytes: int  # bytes of the child's KV segment (0 when rejected)
+    stop_reason: str  # "newline", "eos", "answer", "max_step_tokens", "max_backtracks", "rejected", "context"
+
+
+@dataclass(frozen=True)
+class ExpandResult:
+    """The children of one ``StepRequest`` and what they cost."""
+
+    samples: tuple[StepSample, ...]
+    tokens_run: int  # tokens fed through the model for this request (prefix re-encoding included)
+    tokens_saved: int  # prefix tokens that KV sharing did not recompute
+
+
+@runtime_checkable
+class PolicyEngine(Protocol):
+    hidden_size: int
+
+    def start(self, questions: Sequence[str]) -> list[Prompt]:
+        """Prefill the prompts of ``questions`` (one batch)."""
+        ...
+
+    def expand(
+        self,
+        requests: Sequence[StepRequest],
+        *,
+        temperature: float,
+        top_p: float,
+        max_step_tokens: int,
+    ) -> list[ExpandResult]:
+        """Sample the children of every request in one batch. ``temperature == 0`` is greedy."""
+        ...
+
+    def release(self, state: Any) -> None:
+        """Search will draw no more children from ``state``."""
+        ...
+
+    def solution_text(self, prompt_state: Any, ids: Sequence[int]) -> str:
+        """Decode alive solution ids (prompt excluded) to text."""
+        ...
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    def score(self, hidden: torch.Tensor) -> torch.Tensor:
+        """P(backtrack) ``[N]`` in [0, 1] from policy hidden states ``[N, H]``."""
+        ...
