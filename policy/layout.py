@@ -70,7 +70,7 @@ class CacheLayout:
     position_ids: torch.Tensor  # [L] long
 
 
-def _validate(ids: Sequence[int], backtrack_id: int, prompt_len: int) -> list[int]:
+def _validate(ids: Sequence[int], backtrack_id: int, prompt_len: int, vocab_size: int | None = None) -> list[int]:
     if isinstance(ids, torch.Tensor):
         if ids.dim() != 1:
             raise ValueError(f"ids must be a 1-D sequence of token ids, got a tensor of shape {tuple(ids.shape)}")
@@ -80,6 +80,8 @@ def _validate(ids: Sequence[int], backtrack_id: int, prompt_len: int) -> list[in
         raise ValueError("ids must be integers")
     if any(t < 0 for t in ids):
         raise ValueError(f"ids must be non-negative token ids, got {min(ids)}")
+    if vocab_size is not None and ids and max(ids) >= vocab_size:
+        raise ValueError(f"token id {max(ids)} is outside the vocabulary of {vocab_size} ids")
     if not isinstance(backtrack_id, int) or backtrack_id < 0:
         raise ValueError(f"backtrack_id must be a non-negative int, got {backtrack_id!r}")
     if not isinstance(prompt_len, int) or not 0 <= prompt_len <= len(ids):
@@ -125,32 +127,38 @@ def _simulate(ids: list[int], backtrack_id: int, prompt_len: int, *, want_rows: 
     return cache, events, rows, positions
 
 
-def backspace_trace(ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0) -> BackspaceTrace:
+def backspace_trace(
+    ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0, vocab_size: int | None = None
+) -> BackspaceTrace:
     """Apply the backspaces in ``ids`` and report which raw tokens survive and every run."""
-    ids = _validate(ids, backtrack_id, prompt_len)
+    ids = _validate(ids, backtrack_id, prompt_len, vocab_size)
     alive, events, _, _ = _simulate(ids, backtrack_id, prompt_len, want_rows=False)
     return BackspaceTrace(alive=tuple(alive), events=tuple(events))
 
 
-def apply_backspaces(ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0) -> list[int]:
+def apply_backspaces(
+    ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0, vocab_size: int | None = None
+) -> list[int]:
     """The effective sequence of ``ids``: a run of k ⟨b⟩ deletes the k tokens before the run.
 
     The first ``prompt_len`` tokens are never deleted; ⟨b⟩ beyond them are counted no-ops
     (see ``backspace_trace(...).surplus``). Example: ``P x1 x2 x3 ⟨b⟩ ⟨b⟩ y`` → ``P x1 y``.
     """
-    ids = _validate(ids, backtrack_id, prompt_len)
+    ids = _validate(ids, backtrack_id, prompt_len, vocab_size)
     alive, _, _, _ = _simulate(ids, backtrack_id, prompt_len, want_rows=False)
     return [ids[i] for i in alive]
 
 
-def cache_layout(ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0) -> CacheLayout:
+def cache_layout(
+    ids: Sequence[int], backtrack_id: int, *, prompt_len: int = 0, vocab_size: int | None = None
+) -> CacheLayout:
     """The attention matrix ``[L, L]`` and ``position_ids [L]`` of hard backtracking.
 
     Token t attends exactly to the tokens alive in the inference cache when t is fed, and its
     position id is the number of them before it. For a ⟨b⟩-free sequence this is the causal
     layout with positions ``0..L-1``.
     """
-    ids = _validate(ids, backtrack_id, prompt_len)
+    ids = _validate(ids, backtrack_id, prompt_len, vocab_size)
     if not ids:
         raise ValueError("cache_layout needs at least one token (got an empty sequence)")
     _, _, rows, positions = _simulate(ids, backtrack_id, prompt_len, want_rows=True)
