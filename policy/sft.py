@@ -1,0 +1,213 @@
+"""Supervised fine-tuning in the four modes of DESIGN §3, on the transformers ``Trainer``.
+
+``train_sft(config)`` is the whole run: start policy → problems → segmented examples → checks →
+``Trainer`` (progress bar, logging, eval loss, checkpoints, resume; DDP under ``torchrun``) →
+``OUT/policy/`` (a ``Policy.save`` folder), ``OUT/train_config.json``, ``OUT/metrics.json``.
+``fit`` is the reusable part (DPO and the on-policy round run through it too).
+
+Checkpoints live in ``OUT/checkpoints/checkpoint-N``. The Trainer writes them file by file, so a
+kill can leave a half-written folder; a checkpoint counts only once its ``rewind_complete`` marker
+exists, which is written after every rank has finished writing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from policy.atomic import atomic_write_json, atomic_write_text
+from policy.collator import Collator, required_columns
+from policy.model import Policy, load_policy, tiny_policy
+from policy.train_config import TrainConfig
+
+__all__ = ["COMPLETE_MARKER", "CheckpointTrainer", "check_dataset", "fit", "last_complete_checkpoint",
+           "resolve_policy_dir", "start_policy", "train_sft"]
+
+COMPLETE_MARKER = "rewind_complete"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_complete_checkpoint(folder: str | Path) -> Path | None:
+    """The highest-step ``checkpoint-N`` in ``folder`` that has the completion marker, or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = [(int(m.group(1)), p) for p in folder.iterdir()
+            if (m := _CKPT.match(p.name)) and (p / COMPLETE_MARKER).exists()]
+    return max(done)[1] if done else None
+
+
+class CheckpointTrainer(Trainer):
+    """A ``Trainer`` whose checkpoints become valid only when complete (see the module docstring)."""
+
+    def _save_checkpoint(self, model, trial) -> None:
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save and folder.exists():
+            shutil.rmtree(folder)  # a stale half-written folder from a killed run
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        super()._save_checkpoint(model, trial)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's RNG state is on disk
+        if self.args.should_save:
+            atomic_write_text(folder / COMPLETE_MARKER, f"{self.state.global_step}\n")
+
+
+def resolve_policy_dir(run: str | Path) -> Path:
+    """A run folder (``RUN/policy``) or a policy folder itself; refuse anything else clearly."""
+    run = Path(run).expanduser()
+    if not run.exists():
+        raise FileNotFoundError(f"{run} does not exist (expected a training run folder or a policy folder)")
+    if (run / "policy" / "config.json").exists():
+        return run / "policy"
+    if (run / "config.json").exists():
+        return run
+    raise ValueError(f"{run} is not a policy checkpoint: neither it nor {run / 'policy'} holds config.json")
+
+
+def start_policy(config: TrainConfig) -> Policy:
+    """The policy training starts from: the tiny policy, a model name / folder, or an earlier run."""
+    attn = config.attn_implementation
+    if config.model == "tiny":
+        policy = tiny_policy(seed=config.seed, attn_implementation=attn)
+    else:
+        path = Path(config.model).expanduser()
+        source = resolve_policy_dir(path) if path.exists() else config.model
+        policy = load_policy(source, attn_implementation=attn)
+    policy.model.train()
+    return policy
+
+
+def check_dataset(dataset, mode: str, *, max_length: int, name: str = "training") -> None:
+    """Refuse, before training, a dataset that lacks ``mode``'s columns or holds a too-long sequence."""
+    need = required_columns(mode)
+    missing = [c for c in need if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"the {name} dataset has no column(s) {missing} needed by mode {mode!r} "
+                         f"(it has {dataset.column_names})")
+    if len(dataset) == 0:
+        raise ValueError(f"the {name} dataset is empty")
+    seq = "clean_ids" if mode == "clean" else "input_ids"
+    longest = max(len(ids) for ids in dataset[seq])
+    if longest > max_length:
+        raise ValueError(f"the {name} dataset has a sequence of {longest} tokens, longer than the context "
+                         f"of {max_length} (model context or --max-length); shorten the problems or raise it")
+
+
+def _context(policy: Policy, config: TrainConfig) -> int:
+    return min(config.max_length, policy.max_positions or config.max_length)
+
+
+def _use_bf16(config: TrainConfig) -> bool:
+    if config.precision == "bf16":
+        return True
+    return config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArguments:
+    """The ``TrainingArguments`` of a run (checkpoints in ``OUT/checkpoints``)."""
+    kw: dict[str, Any] = dict(
+        output_dir=str(Path(config.out) / "checkpoints"), per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr, lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay, num_train_epochs=config.num_epochs, max_steps=config.max_steps,
+        logging_steps=config.logging_steps, eval_strategy="steps", eval_steps=config.eval_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
+        seed=config.seed, data_seed=config.seed, bf16=_use_bf16(config), report_to=[],
+        remove_unused_columns=False,  # the collator reads segments / prompt_len / clean_ids
+        prediction_loss_only=True, dataloader_num_workers=0, ddp_find_unused_parameters=False,
+    )
+    kw.update(overrides)
+    return TrainingArguments(**kw)
+
+
+def fit(policy: Policy, train_dataset, eval_dataset, config: TrainConfig, *, collator=None,
+        trainer_cls: type[Trainer] = CheckpointTrainer, args_overrides: dict | None = None,
+        trainer_kwargs: dict | None = None, extra_metrics: dict | None = None) -> Path:
+    """Train ``policy`` on the datasets and write the run's final artifacts; returns ``OUT``.
+
+    ``collator`` defaults to the SFT ``Collator`` of ``config.mode`` (which refuses a policy
+    without ⟨b⟩ for a backtrack mode). With ``config.resume`` training continues from the last
+    complete checkpoint in ``OUT/checkpoints``; without it, existing checkpoints are an error.
+    """
+    out = Path(config.out)
+    context = _context(policy, config)
+    if collator is None:
+        check_dataset(train_dataset, config.mode, max_length=context)
+        check_dataset(eval_dataset, config.mode, max_length=context, name="eval")
+        sdpa = getattr(policy.model.config, "_attn_implementation", "eager") == "sdpa"
+        collator = Collator(mode=config.mode, pad_token_id=policy.tokenizer.pad_token_id,
+                            backtrack_id=policy.backtrack_id, attn_form="bool" if sdpa else "float",
+                            max_length=context)
+    resume_from = last_complete_checkpoint(out / "checkpoints")
+    if resume_from is not None and not config.resume:
+        raise ValueError(f"{out} already holds checkpoints ({resume_from.name}); pass --resume to continue "
+                         "that run, or choose another --out")
+    policy.model.train()
+    trainer = trainer_cls(model=policy.model, args=training_arguments(config, **(args_overrides or {})),
+                          train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=collator,
+                          **(trainer_kwargs or {}))
+    if config.resume and resume_from is None:
+        print(f"rewind: no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    eval_metrics = trainer.evaluate()
+    if trainer.is_world_process_zero():
+        model = trainer.model.float() if _use_bf16(config) else trainer.model
+        model.eval()
+        Policy(model=model, tokenizer=policy.tokenizer).save(out / "policy")
+        metrics = {**result.metrics, **eval_metrics, "global_step": trainer.state.global_step,
+                   "world_size": trainer.args.world_size,
+                   "resumed_from": resume_from.name if resume_from else None,
+                   "train_examples": len(train_dataset), "eval_examples": len(eval_dataset),
+                   **(extra_metrics or {}), "log_history": trainer.state.log_history}
+        atomic_write_json(out / "train_config.json", dataclasses.asdict(config))
+        atomic_write_json(out / "metrics.json", metrics)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank returns before the artifacts exist
+    return out
+
+
+def _problems(config: TrainConfig, n: int, split: str) -> list:
+    from policy import data
+
+    if config.task == "builtin":
+        return list(data.generate_problems(n, seed=config.seed, split=split))
+    problems = list(data.load_gsm8k("train"))
+    # GSM8K has no validation split: the eval problems are the tail of train, disjoint from the head.
+    if config.num_problems + config.num_eval > len(problems):
+        raise ValueError(f"GSM8K train has {len(problems)} problems; --num-problems + --num-eval "
+                         f"= {config.num_problems + config.num_eval} is more")
+    return problems[:n] if split == "train" else problems[-n:]
+
+
+def build_sft_datasets(config: TrainConfig, policy: Policy):
+    """(train, eval) ``datasets.Dataset`` of segmented examples; deterministic in ``config.seed``
+    so every DDP rank builds the same data."""
+    from policy import data
+
+    train = data.build_dataset("sft", _problems(config, config.num_problems, "train"), policy.tokenizer,
+                               seed=config.seed)
+    evals = data.build_dataset("sft", _problems(config, config.num_eval, "validation"), policy.tokenizer,
+                               seed=config.seed + 1)
+    return train, evals
+
+
+def train_sft(config: TrainConfig) -> Path:
+    """Run SFT (or, with ``harvest_from``, an on-policy round) as configured; returns the run folder."""
+    if config.mode == "dpo":
+        raise ValueError("mode 'dpo' runs through policy.dpo.train_dpo")
+    policy = start_policy(config)
+    extra: dict = {}
+    if config.harvest_from:
+        from policy.harvest import harvest_datasets
+
+        train, evals, extra = harvest_datasets(config, policy)
+    else:
+        train, evals = build_sft_datasets(config, policy)
+    return fit(policy, train, evals, config, extra_metrics=extra)
