@@ -1,0 +1,245 @@
+"""``generate``: batched decoding with hard backtracking (the KV cache physically rewinds on ⟨b⟩).
+
+With ``rewind=False`` (the soft ablation) ⟨b⟩ is an ordinary token: nothing leaves the cache and
+positions keep counting; the returned ``ids``/``text`` still apply the backspaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from policy.decoding import RewindBatch
+from policy.layout import RunEvent, apply_backspaces, backspace_trace
+from policy.model import Policy
+from policy.sampling import SamplingConfig, choose_tokens, row_generators
+
+__all__ = ["Generation", "generate", "newline_token_ids", "row_seed"]
+
+ANSWER_LINE = re.compile(r"(?m)^####[^\n]*\S")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One decoded sequence. Raw indices count generated tokens (the prompt excluded)."""
+
+    prompt_ids: tuple[int, ...]
+    raw_ids: tuple[int, ...]  # generated tokens as sampled, ⟨b⟩ included
+    ids: tuple[int, ...]  # alive generated tokens (backspaces applied)
+    text: str  # decoded ``ids``
+    raw_text: str  # decoded ``raw_ids``, ⟨b⟩ visible
+    backtracks: tuple[RunEvent, ...]  # runs: start (raw index), length, deleted
+    logprobs: tuple[float, ...]  # per raw token, log-prob under the model (temperature 1, no bias)
+    stop_reason: str  # "eos", "answer", "max_new_tokens", "context"
+    surplus_backtracks: int  # ⟨b⟩ that had nothing left to delete (runs into the prompt)
+    backtrack_cap_hit: bool  # the per-sequence ⟨b⟩ cap was reached (⟨b⟩ then forbidden)
+    hidden: torch.Tensor | None = None  # [n_fed, H] last-layer hidden state of every fed generated token
+
+
+_NEWLINE_CACHE: dict[int, frozenset[int]] = {}
+
+
+def newline_token_ids(tokenizer) -> frozenset[int]:
+    """Ids whose text contains a newline (computed once per tokenizer)."""
+    key = id(tokenizer)
+    if key not in _NEWLINE_CACHE:
+        _NEWLINE_CACHE[key] = frozenset(i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i]))
+    return _NEWLINE_CACHE[key]
+
+
+def row_seed(seed: int, *path: int) -> int:
+    """A stable 63-bit seed from a run seed and a path of indices (not Python's salted ``hash``)."""
+    h = hashlib.blake2b(repr((int(seed),) + tuple(int(p) for p in path)).encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _encode_prompts(policy: Policy, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise ValueError("prompts must be a list of strings (or of token-id lists)")
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty: give at least one prompt")
+    out = []
+    vocab = policy.model.get_input_embeddings().weight.shape[0]
+    for i, p in enumerate(prompts):
+        ids = policy.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
+        if not ids:
+            raise ValueError(f"prompt {i} is empty")
+        if max(ids) >= vocab or min(ids) < 0:
+            raise ValueError(f"prompt {i} has token ids outside the vocabulary of {vocab}")
+        out.append(ids)
+    return out
+
+
+def generate(
+    policy: Policy,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    *,
+    rewind: bool = True,
+    max_new_tokens: int = 256,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    backtrack_bias: float = 0.0,
+    max_backtracks: int = 64,
+    max_backtracks_per_step: int = 16,
+    stop_at_answer: bool = True,
+    return_hidden: bool = False,
+    on_forward: Callable[[list[int], torch.Tensor, torch.Tensor], None] | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list[Generation]:
+    """Decode every prompt; rows rewind independently. See ``Generation`` for the fields.
+
+    Row i samples with its own generator seeded by ``seeds[i]`` (default ``row_seed(seed, i)``),
+    so a prompt's sample does not depend on the rest of the batch. ``backtrack_bias`` is added
+    to the ⟨b⟩ logit; ⟨b⟩ is forbidden once a row has emitted ``max_backtracks`` of them, or
+    ``max_backtracks_per_step`` within the current line. ``on_forward(rows, logits [n, V],
+    hidden [n, H])`` is called after every forward with the prompt indices of the rows fed, their
+    raw next-token logits and last-layer hidden states — the verifier's hook, at no extra forward.
+    """
+    if rewind and policy.backtrack_id is None:
+        raise ValueError("rewind=True needs a policy with the backtrack token; load it with add_backtrack=True")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if max_backtracks < 0 or max_backtracks_per_step < 0:
+        raise ValueError("max_backtracks and max_backtracks_per_step must be >= 0")
+    if not math.isfinite(backtrack_bias) and backtrack_bias != float("-inf"):
+        raise ValueError(f"backtrack_bias must be finite or -inf, got {backtrack_bias}")
+    sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p)
+    encoded = _encode_prompts(policy, prompts)
+    limit = policy.max_positions
+    for i, ids in enumerate(encoded):
+        if limit is not None and len(ids) >= limit:
+            raise ValueError(f"prompt {i} has {len(ids)} tokens; the model's context is {limit}")
+    if seeds is not None and len(seeds) != len(encoded):
+        raise ValueError(f"seeds has {len(seeds)} entries for {len(encoded)} prompts")
+    seeds = list(seeds) if seeds is not None else [row_seed(seed, i) for i in range(len(encoded))]
+    out: list[Generation | None] = [None] * len(encoded)
+    bar = tqdm(total=len(encoded), desc="generate", disable=not progress, unit="seq")
+    for start in range(0, len(encoded), batch_size):
+        idx = list(range(start, min(start + batch_size, len(encoded))))
+        for i, g in _decode_batch(policy, [encoded[i] for i in idx], idx, [seeds[i] for i in idx], rewind=rewind,
+                                  max_new_tokens=max_new_tokens, sampling=sampling, backtrack_bias=backtrack_bias,
+                                  max_backtracks=max_backtracks, per_step=max_backtracks_per_step,
+                                  stop_at_answer=stop_at_answer, return_hidden=return_hidden, on_forward=on_forward):
+            out[i] = g
+            bar.update(1)
+    bar.close()
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class _Track:
+    """Per-row output being built."""
+
+    index: int
+    raw: list[int]
+    logprobs: list[float]
+    hidden: list[torch.Tensor]
+    step_b: int = 0
+    cap_hit: bool = False
+
+
+@torch.no_grad()
+def _decode_batch(policy, prompts, indices, seeds, *, rewind, max_new_tokens, sampling, backtrack_bias,
+                  max_backtracks, per_step, stop_at_answer, return_hidden, on_forward):
+    tok = policy.tokenizer
+    bid = policy.backtrack_id
+    eos = tok.eos_token_id
+    newlines = newline_token_ids(tok)
+    limit = policy.max_positions
+    batch = RewindBatch(policy.model, bid, rewind=rewind)
+    logits, hidden = batch.prefill(prompts)
+    if on_forward is not None:
+        on_forward(list(indices), logits, hidden)
+    gens = None if sampling.greedy else row_generators(seeds, logits.device)
+    tracks = [_Track(index=i, raw=[], logprobs=[], hidden=[]) for i in indices]
+    while tracks:
+        if not torch.isfinite(logits).all():
+            bad = [tracks[r].index for r in range(len(tracks)) if not torch.isfinite(logits[r]).all()]
+            raise ValueError(f"the model produced NaN/inf logits for prompt(s) {bad}; check the weights and dtype")
+        logp = logits.log_softmax(-1)
+        proc = logits
+        if bid is not None:
+            proc = logits.clone()
+            proc[:, bid] += backtrack_bias
+            for r, t in enumerate(tracks):
+                if batch.rows[r].n_backtracks >= max_backtracks or t.step_b >= per_step:
+                    t.cap_hit |= batch.rows[r].n_backtracks >= max_backtracks
+                    proc[r, bid] = float("-inf")
+        chosen = choose_tokens(proc, sampling, gens)
+        chosen_list = chosen.tolist()
+        lp = logp.gather(-1, chosen[:, None]).squeeze(-1).tolist()
+        keep, done = [], []
+        for r, (t, c) in enumerate(zip(tracks, chosen_list)):
+            t.raw.append(c)
+            t.logprobs.append(lp[r])
+            if c == bid:
+                t.step_b += 1
+            elif c in newlines:
+                t.step_b = 0
+            reason = None
+            if c == eos:
+                reason = "eos"
+            elif stop_at_answer and c in newlines and _answer_done(tok, bid, t.raw):
+                reason = "answer"
+            elif len(t.raw) >= max_new_tokens:
+                reason = "max_new_tokens"
+            elif limit is not None and len(batch.rows[r].cached) + 1 >= limit:
+                reason = "context"
+            (done if reason else keep).append((r, reason))
+        for r, reason in done:
+            yield tracks[r].index, _finish(policy, batch, r, tracks[r], reason, return_hidden)
+        if not keep:
+            break
+        rows = [r for r, _ in keep]
+        if len(rows) < len(tracks):
+            batch.select(rows)
+            chosen = chosen[rows]
+            tracks = [tracks[r] for r in rows]
+            if gens is not None:
+                gens = [gens[r] for r in rows]
+        logits, hidden = batch.feed(chosen, [len(t.raw) - 1 for t in tracks])
+        if return_hidden:
+            for r, t in enumerate(tracks):
+                t.hidden.append(hidden[r].cpu())
+        if on_forward is not None:
+            on_forward([t.index for t in tracks], logits, hidden)
+
+
+def _answer_done(tok, bid: int | None, raw: list[int]) -> bool:
+    """True when the alive text now ends a '#### answer' line (called on newline tokens only)."""
+    alive = apply_backspaces(raw, bid) if bid is not None else raw
+    return bool(ANSWER_LINE.search(tok.decode(alive, skip_special_tokens=True)))
+
+
+def _finish(policy, batch: RewindBatch, r: int, t: _Track, reason: str, return_hidden: bool) -> Generation:
+    tok = policy.tokenizer
+    bid = policy.backtrack_id
+    row = batch.rows[r]
+    prompt_len = row.floor
+    full = row.cached[:prompt_len] + t.raw
+    events = []
+    if bid is not None:
+        trace = backspace_trace(full, bid, prompt_len=prompt_len)
+        alive = [full[i] for i in trace.alive][prompt_len:]
+        events = [RunEvent(start=e.start - prompt_len, length=e.length, deleted=e.deleted) for e in trace.events]
+        surplus = trace.surplus
+    else:
+        alive, surplus = list(t.raw), 0
+    hidden = torch.stack(t.hidden) if return_hidden and t.hidden else (
+        torch.zeros(0, policy.hidden_size) if return_hidden else None)
+    return Generation(
+        prompt_ids=tuple(row.cached[:prompt_len]), raw_ids=tuple(t.raw), ids=tuple(alive),
+        text=tok.decode(alive, skip_special_tokens=True), raw_text=tok.decode(t.raw, skip_special_tokens=False),
+        backtracks=tuple(events), logprobs=tuple(t.logprobs), stop_reason=reason, surplus_backtracks=surplus,
+        backtrack_cap_hit=t.cap_hit, hidden=hidden,
+    )
