@@ -164,7 +164,14 @@ class Collator:
     def __call__(self, examples: Sequence[Mapping[str, Any] | Any]) -> dict[str, torch.Tensor]:
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
-        rows = [self.sequence(ex) for ex in examples]
+        return self.pad([self.sequence(ex) for ex in examples])
+
+    def pad(self, rows: Sequence[tuple[list[int], list[int], int]]) -> dict[str, torch.Tensor]:
+        """Right-pad ``(ids, labels, prompt_len)`` rows into the batch of this mode's layout (DPO uses it
+        directly for its prompt + completion rows)."""
+        if self.max_length is not None and max(len(ids) for ids, _, _ in rows) > self.max_length:
+            longest = max(len(ids) for ids, _, _ in rows)
+            raise ValueError(f"a training sequence has {longest} tokens, more than the model's context of {self.max_length}")
         B, L = len(rows), max(len(ids) for ids, _, _ in rows)
         input_ids = torch.full((B, L), self.pad_token_id, dtype=torch.long)
         labels = torch.full((B, L), IGNORE_INDEX, dtype=torch.long)
