@@ -42,6 +42,7 @@ class Node:
     seed_path: tuple[int, ...] = ()  # child indices from the root; seeds the node's sampling
     backtracks: tuple[tuple[int, int], ...] = ()  # (raw index in the step, run length) per ⟨b⟩-run
     reason: str | None = None  # why the node was pruned, rejected or ended
+    stop_reason: str | None = None  # how the step ended (StepSample.stop_reason: "newline", "eos", ...)
     visits: int = 0  # MCTS visit count
     value_sum: float = 0.0  # MCTS sum of backed-up values
 

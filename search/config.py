@@ -1,0 +1,178 @@
+"""Search configs: one frozen, keyword-only dataclass per strategy, validated without I/O.
+
+Every field carries its help text in ``metadata["help"]`` so ``rewind solve`` builds its flags
+from these classes instead of writing them twice. Sweeps use ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "BeamConfig",
+    "BestOfNConfig",
+    "CONFIGS",
+    "GreedyConfig",
+    "MCTSConfig",
+    "SearchConfig",
+    "make_config",
+]
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """Knobs shared by every strategy."""
+
+    threshold: float = _f(0.5, "prune a node whose P(backtrack) >= threshold, in [0, 1]; 1 prunes nothing")
+    seed: int = _f(0, "run seed; a node's sample depends only on it and the node's path")
+    temperature: float = _f(0.7, "sampling temperature of steps, >= 0 (0 = greedy)")
+    top_p: float = _f(1.0, "nucleus sampling mass, in (0, 1]")
+    max_step_tokens: int = _f(96, "step-length cap in tokens, >= 1")
+    max_depth: int = _f(24, "most steps in a solution, >= 1; deeper nodes end without an answer")
+    max_nodes: int = _f(4096, "node budget per problem, >= 1; past it the answer is None")
+    max_tokens: int = _f(200_000, "generated-token budget per problem, >= 1; past it the answer is None")
+    time_limit_s: float | None = _f(None, "wall-clock budget per problem in seconds (None = none)")
+    max_question_chars: int = _f(4000, "longest question accepted, in characters")
+    share_kv: bool = _f(True, "children extend the parent's KV cache; False re-encodes every path")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be a number in [0, 1], got {self.threshold!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        for name in ("max_step_tokens", "max_depth", "max_nodes", "max_tokens", "max_question_chars"):
+            _at_least(self, name, 1)
+        if self.time_limit_s is not None and self.time_limit_s < 0:
+            raise ValueError(f"time_limit_s must be >= 0 or None, got {self.time_limit_s}")
+
+    @property
+    def strategy(self) -> str:
+        return _STRATEGY_OF[type(self)]
+
+    def prunes(self, p_backtrack: float) -> bool:
+        """The pruning rule: prune iff ``p >= threshold``, except that threshold 1 prunes nothing."""
+        return self.threshold < 1.0 and p_backtrack >= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GreedyConfig(SearchConfig):
+    """Rewind decoding: temperature-0 steps; a step scored >= threshold is dropped and redrawn."""
+
+    retries: int = _f(3, "redraws of a rejected or pruned step from the same node, >= 0")
+    retry_temperature: float = _f(0.7, "temperature of the redraws, > 0")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(self, "retries", 0)
+        if self.retry_temperature <= 0:
+            raise ValueError(f"retry_temperature must be > 0, got {self.retry_temperature}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BestOfNConfig(SearchConfig):
+    """N independent full samples, then a vote over their final answers."""
+
+    n: int = _f(8, "independent samples, >= 1")
+    vote: Literal["majority", "weighted"] = _f("weighted", "'majority' or 'weighted' (by 1 - P(backtrack))")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(self, "n", 1)
+        _one_of(self, "vote", ("majority", "weighted"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BeamConfig(SearchConfig):
+    """Step-level beam search (Snell et al. 2024 §5: width W, M samples per beam)."""
+
+    width: int = _f(4, "beams kept after each step (W), >= 1")
+    samples: int = _f(4, "children drawn per beam (M), >= 1")
+    rank: Literal["verifier", "logprob"] = _f(
+        "verifier", "keep children by lowest P(backtrack) ('verifier') or highest path log-prob ('logprob')")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(self, "width", 1)
+        _at_least(self, "samples", 1)
+        _one_of(self, "rank", ("verifier", "logprob"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MCTSConfig(SearchConfig):
+    """PUCT tree search (Silver et al. 2017): prior from step log-probs, value 1 - P(backtrack)."""
+
+    simulations: int = _f(32, "selection-expansion-backup rounds (N), >= 1")
+    children: int = _f(4, "children drawn per expansion (K), >= 1")
+    c_puct: float = _f(1.25, "exploration constant of PUCT, >= 0")
+    answer: Literal["visits", "weighted"] = _f(
+        "visits", "final answer by terminal visit counts ('visits') or by summed value ('weighted')")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least(self, "simulations", 1)
+        _at_least(self, "children", 1)
+        if self.c_puct < 0:
+            raise ValueError(f"c_puct must be >= 0, got {self.c_puct}")
+        _one_of(self, "answer", ("visits", "weighted"))
+
+
+CONFIGS: dict[str, type[SearchConfig]] = {
+    "greedy": GreedyConfig,
+    "best_of_n": BestOfNConfig,
+    "beam": BeamConfig,
+    "mcts": MCTSConfig,
+}
+_STRATEGY_OF = {cls: name for name, cls in CONFIGS.items()}
+
+
+def make_config(
+    strategy: str | None = None,
+    config: SearchConfig | None = None,
+    threshold: float | None = None,
+    **knobs: Any,
+) -> SearchConfig:
+    """The config of a run: ``config`` (or the strategy's defaults) with ``threshold`` and ``knobs`` set.
+
+    Raises ``ValueError`` for an unknown strategy, a config of another strategy, unknown knobs
+    or out-of-range values — before any model work.
+    """
+    if config is not None and not isinstance(config, SearchConfig):
+        raise ValueError(f"config must be one of {sorted(c.__name__ for c in CONFIGS.values())}, "
+                         f"got {type(config).__name__}")
+    if strategy is None:
+        strategy = config.strategy if config is not None else "beam"
+    if strategy not in CONFIGS:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(CONFIGS)}")
+    cls = CONFIGS[strategy]
+    if config is not None and type(config) is not cls:
+        raise ValueError(f"strategy {strategy!r} needs a {cls.__name__}, got a {type(config).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(knobs) - names)
+    if unknown:
+        raise ValueError(f"unknown knob {unknown[0]!r} for strategy {strategy!r}; its knobs are {sorted(names)}")
+    if threshold is not None:
+        knobs["threshold"] = threshold
+    return dataclasses.replace(config, **knobs) if config is not None else cls(**knobs)
+
+
+def _at_least(cfg: SearchConfig, name: str, low: int) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{type(cfg).__name__}.{name} must be an integer >= {low}, got {value!r}")
+
+
+def _one_of(cfg: SearchConfig, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(cfg, name) not in choices:
+        raise ValueError(f"{type(cfg).__name__}.{name} must be one of {choices}, got {getattr(cfg, name)!r}")

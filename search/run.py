@@ -1,0 +1,157 @@
+"""One problem's search in progress: its tree, its live KV handles and its accounting.
+
+Strategies are generators that read a ``SearchRun`` and yield the ``Expand`` requests of the
+next round; the driver (``search/driver.py``) batches the requests of every run, draws the
+children and adds them here. ``add_children`` applies the rules that every strategy shares:
+rejected samples become "rejected" nodes, a node with P(backtrack) >= threshold is "pruned"
+and its KV released at once, a finished step is "terminal".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.accounting import Accounting, live_kv_bytes
+from search.config import SearchConfig
+from search.tree import ROOT, Tree
+
+__all__ = ["ENDING_STOP_REASONS", "Drawn", "Expand", "Outcome", "SearchRun"]
+
+# stop reasons of a step that ends the solution (no child can follow it)
+ENDING_STOP_REASONS = ("eos", "answer", "context")
+
+
+@dataclass(frozen=True)
+class Expand:
+    """Draw ``count`` new children of ``node`` at ``temperature``.
+
+    ``keep=True`` keeps the node's KV handle after the round (the strategy may draw from it
+    again); otherwise the driver releases it once the children exist.
+    """
+
+    node: int
+    count: int
+    temperature: float
+    keep: bool = False
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A drawn child before it becomes a node: its ``Node`` fields and its KV handle."""
+
+    fields: dict[str, Any]  # ids, raw_ids, text, raw_text, logprob, p_backtrack(_policy), answer, backtracks, stop_reason
+    rejected: bool  # a ⟨b⟩-run crossed the step's start
+    state: Any = None  # the engine's KV handle (None when rejected or replayed)
+    kv_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a strategy returns: the chosen answer node (or None) and why the search stopped."""
+
+    chosen: int | None
+    reason: str  # "answer", or why there is none: "all_pruned", "no_answer", "max_nodes", ...
+    votes: dict[str, float] | None = None  # answer -> vote mass, for voting strategies
+
+
+@dataclass
+class SearchRun:
+    """The state of one problem's search. ``release`` is the engine's (a no-op in replay)."""
+
+    tree: Tree
+    config: SearchConfig
+    release_state: Callable[[Any], None]
+    problem_id: str | None = None
+    handles: dict[int, Any] = field(default_factory=dict)  # node id -> unreleased KV handle
+    kv_bytes: dict[int, int] = field(default_factory=dict)  # node id -> bytes of its own KV segment
+    acct: Accounting = field(default_factory=Accounting)
+    prompt_state: Any = None
+
+    # ---- building ---------------------------------------------------------------------------
+    def set_root(self, ids: tuple[int, ...], text: str, *, state: Any, kv_bytes: int, tokens_run: int) -> None:
+        self.tree.add_root(tuple(ids), text)
+        self.prompt_state = state
+        if state is not None:
+            self.handles[ROOT] = state
+        self.kv_bytes[ROOT] = kv_bytes
+        self.acct.tokens_run += tokens_run
+        self.acct.note_kv(kv_bytes)
+
+    def add_children(self, parent: int, drawn: list[Drawn]) -> list[int]:
+        """Append the drawn children of ``parent`` and give each its status; returns their ids."""
+        cfg, ids = self.config, []
+        for d in drawn:
+            nid = self.tree.add_child(parent, **d.fields)
+            ids.append(nid)
+            node = self.tree.nodes[nid]
+            self.acct.tokens_generated += len(node.raw_ids)
+            self.kv_bytes[nid] = d.kv_bytes
+            if d.rejected:
+                self.tree.set_status(nid, "rejected", "a backtrack run crossed the step's start")
+            elif cfg.prunes(node.p_backtrack):
+                self.tree.set_status(nid, "pruned", f"P(backtrack) {node.p_backtrack:.4f} >= threshold {cfg.threshold:g}")
+            elif node.stop_reason in ENDING_STOP_REASONS:
+                self.tree.set_status(nid, "terminal", node.stop_reason)
+            elif node.depth >= cfg.max_depth:
+                self.tree.update(nid, status="terminal", answer=None, reason="max_depth")
+            else:  # open: keep its handle until the strategy expands or drops it
+                if d.state is not None:
+                    self.handles[nid] = d.state
+                continue
+            if d.state is not None:  # pruned, terminal: never expanded, free its KV now
+                self.release_state(d.state)
+        return ids
+
+    def mark_expanded(self, nid: int, *, keep: bool) -> None:
+        self.acct.expanded.add(nid)
+        if self.tree.nodes[nid].status == "open":
+            self.tree.set_status(nid, "expanded")
+        if not keep:
+            self.release(nid)
+
+    def release(self, nid: int) -> None:
+        """Search draws no more children from ``nid``: free its handle (idempotent)."""
+        state = self.handles.pop(nid, None)
+        if state is not None:
+            self.release_state(state)
+
+    def close(self) -> None:
+        for nid in list(self.handles):
+            self.release(nid)
+
+    def note_kv(self) -> None:
+        self.acct.note_kv(live_kv_bytes(self.tree, self.handles, self.kv_bytes))
+
+    # ---- reading ----------------------------------------------------------------------------
+    def open_children(self, nid: int) -> list[int]:
+        return [c for c in self.tree.children[nid] if self.tree.nodes[c].status == "open"]
+
+    def live_children(self, nid: int) -> list[int]:
+        """Children a search may still use: open or terminal (not pruned, not rejected)."""
+        return [c for c in self.tree.children[nid] if self.tree.nodes[c].status in ("open", "expanded", "terminal")]
+
+    def p(self, nid: int) -> float:
+        """The pruning signal of ``nid`` (0 for the root, which has none)."""
+        p = self.tree.nodes[nid].p_backtrack
+        return 0.0 if p is None or math.isnan(p) else float(p)
+
+    def path_logprob(self, nid: int) -> float:
+        return sum(self.tree.nodes[a].logprob for a in self.tree.path(nid))
+
+    def answers(self) -> list[int]:
+        """Terminal nodes that hold an answer, in id order."""
+        return [n.id for n in self.tree.nodes if n.status == "terminal" and n.answer is not None]
+
+    def over_budget(self, requests: list[Expand], elapsed_s: float) -> str | None:
+        """The budget the next round would exhaust, or None."""
+        cfg = self.config
+        if len(self.tree) + sum(r.count for r in requests) > cfg.max_nodes:
+            return "max_nodes"
+        if self.acct.tokens_generated >= cfg.max_tokens:
+            return "max_tokens"
+        if cfg.time_limit_s is not None and elapsed_s >= cfg.time_limit_s:
+            return "time_limit"
+        return None
