@@ -1,0 +1,122 @@
+"""Benchmark: training tokens/s of the `hard` layout against `clean` (and `masked`) at the same batch.
+
+Not a test. Each mode trains the same model for the same number of optimiser steps on the same
+examples (batch by batch); time covers collation (the `hard` layout is built in Python per batch,
+as in training), forward, backward and the AdamW step. Tokens are the non-pad tokens of each batch
+as the mode feeds them: `clean` feeds the clean solutions, `masked` and `hard` the longer
+error + ⟨b⟩ + correction sequences, so `hard` vs `masked` isolates the layout's own cost.
+
+    python -m experiments.train_throughput --out runs/throughput [--batch-size 32 --steps 20]
+
+Writes ``OUT/throughput.md`` (a Markdown table) and ``OUT/throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from policy import tiny_policy
+from policy.atomic import atomic_write_json, atomic_write_text
+from policy.collator import Collator
+
+__all__ = ["main", "measure"]
+
+
+def _examples(n: int, seed: int, tokenizer) -> list[dict]:
+    from policy import data
+
+    problems = data.generate_problems(n, seed=seed, split="train")
+    return list(data.build_dataset("sft", problems, tokenizer, seed=seed))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(mode: str, examples: list[dict], *, batch_size: int, steps: int, warmup: int, device: torch.device,
+            attn: str, bf16: bool, seed: int = 0) -> dict:
+    """Train a fresh tiny policy ``warmup + steps`` steps in ``mode``; tokens/s over the timed steps."""
+    policy = tiny_policy(seed=seed, attn_implementation=attn)
+    model = policy.model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    collate = Collator(mode=mode, pad_token_id=policy.tokenizer.pad_token_id, backtrack_id=policy.backtrack_id,
+                       attn_form="bool" if attn == "sdpa" else "float")
+    tokens, padded, collate_s, total_s = 0, 0, 0.0, 0.0
+    for step in range(warmup + steps):
+        lo = (step * batch_size) % max(1, len(examples) - batch_size + 1)
+        _sync(device)
+        t0 = time.perf_counter()
+        batch = collate(examples[lo : lo + batch_size])
+        t1 = time.perf_counter()
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        t2 = time.perf_counter()
+        if step >= warmup:
+            n = int(batch["input_ids"].ne(policy.tokenizer.pad_token_id).sum())
+            tokens, padded, collate_s, total_s = tokens + n, padded + batch["input_ids"].numel(), \
+                collate_s + (t1 - t0), total_s + (t2 - t0)
+    return {"mode": mode, "tokens": tokens, "padded_tokens": padded, "seconds": total_s,
+            "collate_seconds": collate_s, "tokens_per_s": tokens / total_s,
+            "model_tokens_per_s": tokens / (total_s - collate_s)}
+
+
+def _table(rows: list[dict], meta: dict) -> str:
+    clean = next(r for r in rows if r["mode"] == "clean")
+    lines = [f"Train throughput, tiny policy, batch {meta['batch_size']}, {meta['steps']} timed steps, "
+             f"{meta['device']} ({meta['attn']}, {'bf16' if meta['bf16'] else 'fp32'})", "",
+             "| mode | tokens/s | × clean | tokens/s w/o collation | collation share | tokens/step |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / clean['tokens_per_s']:.2f} | "
+                     f"{r['model_tokens_per_s']:.0f} | {r['collate_seconds'] / r['seconds']:.1%} | "
+                     f"{r['tokens'] / meta['steps']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder for throughput.md and throughput.json")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per mode (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--num-problems", type=int, default=400, help="problems to build examples from")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
+    p.add_argument("--modes", default="clean,masked,hard", help="comma-separated modes (clean first)")
+    args = p.parse_args(argv)
+    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
+        raise ValueError("--batch-size and --steps must be >= 1, --warmup >= 0")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    examples = _examples(args.num_problems, 0, tiny_policy().tokenizer)
+    modes = args.modes.split(",")
+    if "clean" not in modes:
+        raise ValueError("--modes must include clean (the baseline of the table)")
+    rows = [measure(m, examples, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                    device=device, attn=args.attn, bf16=bf16) for m in modes]
+    meta = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "attn": args.attn,
+            "bf16": bf16, "device": torch.cuda.get_device_name() if device.type == "cuda" else
+            f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "torch": torch.__version__, "examples": len(examples)}
+    table = _table(rows, meta)
+    out = Path(args.out)
+    atomic_write_text(out / "throughput.md", table)
+    atomic_write_json(out / "throughput.json", {"meta": meta, "rows": rows})
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
