@@ -27,7 +27,7 @@ from policy.model import Policy, load_policy, tiny_policy
 from policy.train_config import TrainConfig
 
 __all__ = ["COMPLETE_MARKER", "CheckpointTrainer", "check_dataset", "fit", "last_complete_checkpoint",
-           "resolve_policy_dir", "start_policy", "train_sft"]
+           "harvest_datasets", "resolve_policy_dir", "start_policy", "train_sft"]
 
 COMPLETE_MARKER = "rewind_complete"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -74,7 +74,9 @@ def resolve_policy_dir(run: str | Path) -> Path:
 def start_policy(config: TrainConfig) -> Policy:
     """The policy training starts from: the tiny policy, a model name / folder, or an earlier run."""
     attn = config.attn_implementation
-    if config.model == "tiny":
+    if config.harvest_from:  # an on-policy round continues the run it sampled
+        policy = load_policy(resolve_policy_dir(config.harvest_from), attn_implementation=attn)
+    elif config.model == "tiny":
         policy = tiny_policy(seed=config.seed, attn_implementation=attn)
     else:
         path = Path(config.model).expanduser()
@@ -198,6 +200,35 @@ def build_sft_datasets(config: TrainConfig, policy: Policy):
     return train, evals
 
 
+def harvest_datasets(config: TrainConfig, policy: Policy):
+    """On-policy round: sample ``policy`` (the ``harvest_from`` run's) on training problems, turn its
+    own wrong steps into examples (``policy.data.examples_from_samples``), and add them to the
+    injected examples. Returns ``(train, eval, stats)``. Sampling is seeded, so every DDP rank
+    harvests the same examples."""
+    from datasets import Dataset, concatenate_datasets
+
+    from policy import data
+    from policy.generate import generate
+
+    problems = _problems(config, config.harvest_problems, "train")
+    prompts = [data.encode_problem(p, policy.tokenizer)[0] for p in problems]
+    room = _context(policy, config) - max(len(p) for p in prompts)
+    if room < 1:
+        raise ValueError(f"the harvest prompts fill the whole context of {_context(policy, config)} tokens")
+    policy.model.eval()
+    generations = generate(policy, prompts, do_sample=True, temperature=config.harvest_temperature,
+                           seed=config.seed, max_new_tokens=room, progress=True)
+    policy.model.train()
+    harvested = data.examples_from_samples(problems, generations, policy.tokenizer)
+    train, evals = build_sft_datasets(config, policy)
+    stats = {"harvest_from": str(config.harvest_from), "harvest_samples": len(generations),
+             "harvested_examples": len(harvested)}
+    if harvested:
+        rows = [{c: getattr(ex, c) for c in train.column_names} for ex in harvested]
+        train = concatenate_datasets([train, Dataset.from_list(rows, features=train.features)])
+    return train.shuffle(seed=config.seed), evals, stats
+
+
 def train_sft(config: TrainConfig) -> Path:
     """Run SFT (or, with ``harvest_from``, an on-policy round) as configured; returns the run folder."""
     if config.mode == "dpo":
@@ -205,8 +236,6 @@ def train_sft(config: TrainConfig) -> Path:
     policy = start_policy(config)
     extra: dict = {}
     if config.harvest_from:
-        from policy.harvest import harvest_datasets
-
         train, evals, extra = harvest_datasets(config, policy)
     else:
         train, evals = build_sft_datasets(config, policy)
