@@ -24,40 +24,66 @@ BT = "<|backtrack|>"
 HOSTILE = "</script><script>window.__pwned=1</script> \"q\" 'a' & <!-- ünïcødé ✓ \u2028 \\n \x07"
 
 
+BT_ID = 100_000  # the ⟨b⟩ token in these hand-built trees; other tokens are code points
+STEPS = [  # (raw trace, alive text, wrong?) per depth; ⟨b⟩-runs delete the characters before them
+    [("48/2 = <<48/2=24>>24\n", False), ("48/2 = 23" + BT * 2 + "24\n", False), ("48*2 = <<48*2=96>>96\n", True)],
+    [("24+7 = <<24+7=31>>31\n", False), ("24-7 = <<24-7=17>>17\n", True), ("He has 24+7 = 30" + BT + "1 now.\n", False)],
+    [("#### 31", False), ("#### 17", True), ("So he has 31 apples.\n", False)],
+    [("#### 31", False), ("#### 71", True)],
+]
+
+
+def step_tokens(raw: str) -> tuple[tuple[int, ...], tuple[int, ...], str, tuple[tuple[int, int], ...]]:
+    """(alive ids, raw ids, alive text, ⟨b⟩-runs) of a raw trace, one token per character or ⟨b⟩."""
+    raw_ids = []
+    for i, part in enumerate(raw.split(BT)):
+        raw_ids += ([BT_ID] if i else []) + [ord(c) for c in part]
+    alive, runs = [], []
+    for j, t in enumerate(raw_ids):
+        if t != BT_ID:
+            alive.append(t)
+            continue
+        alive.pop()
+        if runs and runs[-1][0] + runs[-1][1] == j:
+            runs[-1][1] += 1
+        else:
+            runs.append([j, 1])
+    return tuple(alive), tuple(raw_ids), "".join(map(chr, alive)), tuple(map(tuple, runs))
+
+
 def make_tree(n_steps: int = 40, *, seed: int = 0, hostile: bool = True) -> Tree:
-    """A hand-built tree shaped like a beam search on a GSM8K problem: ~n_steps nodes, some pruned
-    at τ=0.5, some rejected, two terminal answers, a chosen path, one node with hostile text."""
+    """A hand-built tree shaped like a beam search on a GSM8K problem: up to ``n_steps`` nodes, wrong
+    steps scored high and pruned at τ=0.5, some rejected, terminal answers, the chosen path to a
+    correct one, and (``hostile``) a last node whose text tries to break out of HTML."""
     rng = random.Random(seed)
     tree = Tree(question="Tom has 48 apples and gives half to Ann. Then he buys 7 more. How many now?",
                 config={"strategy": "beam", "threshold": 0.5, "beam_width": 3}, stats={"nodes_expanded": 0})
     root = tree.add_root(tuple(range(20)), "Q: Tom has 48 apples… A:")
-    steps = [("48/2 = <<48/2=24>>24\n",) * 2, ("48/2 = 23" + BT * 2 + "24\n", "48/2 = 24\n"),
-             ("24+7 = <<24+7=31>>31\n",) * 2, ("24-7 = 17\n",) * 2, ("He has 24 left.\n",) * 2,
-             ("48*2 = 96\n",) * 2, ("#### 31",) * 2, ("#### 17",) * 2]
     frontier, expanded = [root], 0
     while len(tree) < n_steps and frontier:
         parent = frontier.pop(0)
         tree.set_status(parent, "expanded")
         expanded += 1
-        for _ in range(rng.randint(1, 3)):
+        options = STEPS[min(tree[parent].depth, len(STEPS) - 1)]
+        for _ in range(rng.randint(2, 3)):
             if len(tree) >= n_steps:
                 break
-            raw, alive = rng.choice(steps)
-            p = round(rng.random() ** 2, 3)
-            nid = tree.add_child(parent, ids=tuple(map(ord, alive)), raw_ids=tuple(map(ord, raw)), text=alive,
-                                 raw_text=raw, logprob=-rng.random() * 5, p_backtrack=p, p_backtrack_policy=p / 2,
-                                 backtracks=((9, 2),) if BT in raw else (), visits=rng.randint(0, 5),
-                                 value_sum=rng.random())
+            raw, wrong = rng.choice(options)
+            ids, raw_ids, text, runs = step_tokens(raw)
+            p = round(0.3 + 0.7 * rng.random() if wrong else 0.35 * rng.random(), 3)
+            nid = tree.add_child(parent, ids=ids, raw_ids=raw_ids, text=text, raw_text=raw,
+                                 logprob=-rng.random() * 5, p_backtrack=p, p_backtrack_policy=round(p * 0.6, 3),
+                                 backtracks=runs, visits=rng.randint(0, 5), value_sum=rng.random())
             if p >= 0.5:
-                tree.set_status(nid, "pruned", reason=f"P(backtrack)={p} ≥ 0.5")
-            elif rng.random() < 0.1:
-                tree.set_status(nid, "rejected", reason="⟨b⟩-run crossed the step start")
+                tree.set_status(nid, "pruned", reason=f"P(backtrack)={p} ≥ τ=0.5")
+            elif text.startswith("####"):
+                tree.update(nid, status="terminal", answer=text[5:], reason="EOS")
+            elif rng.random() < 0.08:
+                tree.set_status(nid, "rejected", reason="a ⟨b⟩-run crossed the step start")
             else:
                 frontier.append(nid)
-    for nid in frontier:
-        tree.update(nid, status="terminal", answer="31", reason="EOS")
-    leaf = frontier[0] if frontier else len(tree) - 1
-    tree.chosen = tree.path(leaf)
+    answers = [n.id for n in tree if n.answer == "31"] or [len(tree) - 1]
+    tree.chosen = tree.path(answers[0])
     if hostile:
         tree.update(len(tree) - 1, text=HOSTILE, raw_text=HOSTILE + BT, p_backtrack=None)
     tree.stats["nodes_expanded"] = expanded
