@@ -57,6 +57,12 @@ class Policy:
         cfg = self.model.config
         return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
+    def engine(self, *, share_kv: bool = True, **options):
+        """The search engine over this policy (``search.interfaces.PolicyEngine``)."""
+        from policy.engine import RewindEngine
+
+        return RewindEngine(self, share_kv=share_kv, **options)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write a ``save_pretrained`` folder (model + tokenizer) and ``rewind_policy.json`` atomically."""
         from policy.atomic import atomic_dir
