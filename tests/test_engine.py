@@ -39,7 +39,7 @@ def test_node_states_equal_from_scratch_forward(bias):
     nodes, prompts = grow(eng, depth=3, k=2)
     assert len(nodes) >= 8
     checked = 0
-    for path, smp in nodes.items():
+    for smp in nodes.values():
         if smp.state is None:
             continue
         full = smp.state.path_tokens()
