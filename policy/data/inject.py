@@ -108,11 +108,12 @@ def _draw_sites(sites: list, cfg: InjectConfig, rng: random.Random) -> list:
     return chosen
 
 
-def _one_error(problem: Problem, site, cfg: InjectConfig, rng: random.Random) -> Corruption | None:
+def one_error(problem: Problem, site, cfg: InjectConfig, rng: random.Random) -> Corruption | None:
     for kind in rng.sample(cfg.kinds, len(cfg.kinds)):  # the drawn kind, else another that applies
-        c = corrupt(problem, site, kind, rng)
-        if c is not None:
-            return c
+        for _ in range(4):  # a few redraws: a slip can cancel out or go negative
+            c = corrupt(problem, site, kind, rng)
+            if c is not None:
+                return c
     return None
 
 
@@ -163,7 +164,7 @@ def inject_errors(problem: Problem, tokenizer: PreTrainedTokenizerBase, *, seed:
         errors, kinds, first_step = [], [], None
         if sites and rng.random() >= cfg.clean_share:
             for site in _draw_sites(sites, cfg, rng):
-                c = _one_error(problem, site, cfg, rng)
+                c = one_error(problem, site, cfg, rng)
                 tokens = None if c is None else error_tokens(clean, c, cfg.span, tokenizer)
                 if tokens is None or (errors and tokens[0] <= errors[-1][0]):
                     continue
