@@ -1,6 +1,7 @@
 """A scripted ``PolicyEngine`` for search tests: steps come from a table, no model.
 
-``table`` maps the alive solution text so far (prompt excluded) to the candidate next steps.
+``table`` maps the alive solution text so far (prompt excluded), or a ``(question, prefix)``
+pair (looked up first), to the candidate next steps.
 A candidate is ``Step(text, weight, p)``: ``weight`` is its probability mass (the step's
 log-prob is ``log(weight / total)``), ``p`` the P(backtrack) that ``HiddenVerifier`` reads from
 the child's hidden state (``hidden[0]``); ``p_policy`` the policy's own P(⟨b⟩) (default ``p``).
@@ -27,7 +28,7 @@ import torch
 
 from search.interfaces import ExpandResult, Prompt, StepRequest, StepSample
 
-__all__ = ["BT", "HiddenVerifier", "ScriptedEngine", "Step"]
+__all__ = ["ARITH", "BT", "HiddenVerifier", "ScriptedEngine", "Step", "summary"]
 
 BT = "\x08"  # ⟨b⟩ in scripted steps
 BYTES_PER_TOKEN = 16
@@ -56,6 +57,7 @@ class ScriptedEngine:
     live: set[int] = field(default_factory=set)
     released: set[int] = field(default_factory=set)
     started: list[str] = field(default_factory=list)
+    events: list[tuple[str, Any]] = field(default_factory=list)  # ("expand", prefixes) / ("release", prefix)
 
     def engine(self, share_kv: bool = True) -> ScriptedEngine:
         self.share_kv = share_kv
@@ -76,7 +78,8 @@ class ScriptedEngine:
     def expand(self, requests: Sequence[StepRequest], *, temperature: float, top_p: float,
                max_step_tokens: int) -> list[ExpandResult]:
         self.calls.append({"prefixes": [r.state.prefix for r in requests], "seeds": [r.seeds for r in requests],
-                           "temperature": temperature})
+                           "questions": [r.state.question for r in requests], "temperature": temperature})
+        self.events.append(("expand", [r.state.prefix for r in requests]))
         out = []
         for r in requests:
             if id(r.state) not in self.live:
@@ -89,8 +92,10 @@ class ScriptedEngine:
                                     tokens_saved=path * len(samples) if self.share_kv else 0))
         return out
 
-    def _candidates(self, prefix: str) -> list[Step]:
-        if prefix in self.table:
+    def _candidates(self, question: str, prefix: str) -> list[Step]:
+        if (question, prefix) in self.table:
+            cands = self.table[(question, prefix)]
+        elif prefix in self.table:
             cands = self.table[prefix]
         elif "*" in self.table:
             cands = self.table["*"]
@@ -99,7 +104,7 @@ class ScriptedEngine:
         return [c if isinstance(c, Step) else Step(c) for c in cands]
 
     def _sample(self, state: _State, seed: int, temperature: float) -> StepSample:
-        cands = self._candidates(state.prefix)
+        cands = self._candidates(state.question, state.prefix)
         total = sum(c.weight for c in cands)
         if temperature == 0:
             step = max(cands, key=lambda c: c.weight)  # max() keeps the first of equal weights
@@ -136,10 +141,28 @@ class ScriptedEngine:
         if id(state) in self.released:
             raise RuntimeError(f"double release of the handle after {state.prefix!r}")
         self.live.discard(id(state))
+        self.events.append(("release", state.prefix))
         self.released.add(id(state))
 
     def solution_text(self, prompt_state: Any, ids: Sequence[int]) -> str:
         return "".join(map(chr, ids))
+
+
+# a small arithmetic-like table: in-step backspaces, a rejected step, scores from 0.05 to 0.8
+ARITH: dict = {
+    "": [Step("x=2\n", 3, 0.1), Step("x=3\n", 1, 0.8), Step("x=9" + BT * 3 + "x=2\n", 1, 0.2),
+         Step(BT + "oops\n", 0.5, 0.0)],
+    "x=2\n": [Step("y=4\n", 2, 0.2), Step("y=5\n", 1, 0.6), Step("#### 4\n", 1, 0.3)],
+    "x=3\n": [Step("y=6\n", 1, 0.5), Step("#### 6\n", 1, 0.4)],
+    "x=2\ny=4\n": [Step("#### 4\n", 3, 0.05), Step("#### 5\n", 1, 0.7)],
+    "x=2\ny=5\n": [Step("#### 5\n", 1, 0.5)],
+    "x=3\ny=6\n": [Step("#### 6\n", 1, 0.3)],
+}
+
+
+def summary(tree) -> list[tuple]:
+    """A tree as comparable rows: (seed path, raw text, status, answer)."""
+    return [(n.seed_path, n.raw_text, n.status, n.answer) for n in tree.nodes[1:]]
 
 
 @dataclass
