@@ -110,6 +110,17 @@ def load_tree(path: str | os.PathLike[str]) -> Tree:
 
 
 # ---- networkx ----------------------------------------------------------------------------------
+def _plain(o: Any) -> Any:
+    """``json.dumps`` hook: numpy/torch scalars (``.item()``) become Python numbers."""
+    if hasattr(o, "item") and callable(o.item):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable (in a tree's config, stats or node fields)")
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(x, sort_keys=True, default=_plain)
+
+
 def _xml_safe(s: str) -> str:
     return _XML_INVALID.sub("\ufffd", s)
 
@@ -131,11 +142,11 @@ def _node_attrs(n: Node, on_path: bool, flat: bool) -> dict[str, Any]:
                 "seed_path": n.seed_path, "backtracks": n.backtracks, "reason": n.reason,
                 "visits": n.visits, "value_sum": n.value_sum, "value": n.value, "chosen": on_path}
     return {"label": _xml_safe(_label(n.text)), "parent": n.parent, "depth": n.depth,
-            "ids": json.dumps(list(n.ids)), "raw_ids": json.dumps(list(n.raw_ids)),
+            "ids": _dumps(list(n.ids)), "raw_ids": _dumps(list(n.raw_ids)),
             "text": _xml_safe(n.text), "raw_text": _xml_safe(n.raw_text), "logprob": float(n.logprob),
             "p_backtrack": _score(n.p_backtrack), "p_backtrack_policy": _score(n.p_backtrack_policy),
             "status": n.status, "answer": _xml_safe(n.answer or ""), "reason": _xml_safe(n.reason or ""),
-            "seed_path": json.dumps(list(n.seed_path)), "backtracks": json.dumps([list(b) for b in n.backtracks]),
+            "seed_path": _dumps(list(n.seed_path)), "backtracks": _dumps([list(b) for b in n.backtracks]),
             "visits": int(n.visits), "value_sum": float(n.value_sum), "value": float(n.value),
             "chosen": on_path}
 
@@ -149,7 +160,7 @@ def tree_to_networkx(tree: Tree, *, flat: bool = False) -> nx.DiGraph:
     tree = _as_tree(tree)
     on_path = set(tree.chosen)
     chosen_edges = set(zip(tree.chosen, tree.chosen[1:]))
-    dumps = (lambda x: json.dumps(x, sort_keys=True, default=str)) if flat else (lambda x: x)
+    dumps = _dumps if flat else (lambda x: x)
     g = nx.DiGraph(schema="rewind.tree", schema_version=SCHEMA_VERSION,
                    question=_xml_safe(tree.question) if flat else tree.question,
                    config=dumps(tree.config), stats=dumps(tree.stats), chosen=dumps(list(tree.chosen)))
@@ -218,6 +229,8 @@ def render_dot(tree: Tree) -> str:
 # ---- HTML viewer -------------------------------------------------------------------------------
 def _finite(x: Any) -> Any:
     """JSON-for-JavaScript: ``JSON.parse`` rejects NaN/Infinity, so those become null."""
+    if not isinstance(x, str | int | float | bool | dict | list | tuple | type(None)) and hasattr(x, "item"):
+        x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
@@ -229,7 +242,7 @@ def _finite(x: Any) -> Any:
 
 def _script_json(data: Any) -> str:
     """JSON safe inside ``<script type="application/json">``: no ``</script>``, ``<!--`` or line separators."""
-    text = json.dumps(_finite(data), ensure_ascii=False, default=str)
+    text = json.dumps(_finite(data), ensure_ascii=False, default=_plain)
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
                     ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
@@ -243,7 +256,7 @@ def _viewer_file(name: str) -> str:
 def render_html(tree: Tree, *, title: str | None = None) -> str:
     """The self-contained viewer page for ``tree`` (templates in ``search/viewer/``)."""
     tree = _as_tree(tree)
-    threshold = tree.config.get("threshold")
+    threshold = _finite(tree.config.get("threshold"))
     payload = {"tree": tree.to_dict(), "backtrack_markers": list(BACKTRACK_MARKERS),
                "threshold": threshold if isinstance(threshold, int | float) and 0 <= threshold <= 1 else None}
     parts = {"CSS": _viewer_file("viewer.css"), "JS": _viewer_file("viewer.js"),
@@ -273,7 +286,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _json_text(tree: Tree) -> str:
-    return json.dumps(tree.to_dict(), ensure_ascii=False, indent=1) + "\n"
+    return json.dumps(tree.to_dict(), ensure_ascii=False, indent=1, default=_plain) + "\n"
 
 
 FORMATS: dict[str, Callable[[Tree], str]] = {

@@ -305,3 +305,19 @@ def test_random_trees_render_with_graphviz(tmp_path: Path, tree: Tree) -> None:
     res = subprocess.run(["dot", "-Tsvg", str(path)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and not res.stderr, res.stderr
     assert res.stdout.count('class="node"') == len(tree)
+
+
+def test_numpy_scalars_export_as_numbers(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    tree = Tree(question="q", config={"threshold": np.float64(0.25), "width": np.int64(3)})
+    tree.add_root((1,), "r")
+    tree.add_child(0, ids=(np.int64(5),), raw_ids=(np.int64(5),), text="x", raw_text="x",
+                   logprob=np.float32(-0.5), p_backtrack=np.float32(0.75), visits=np.int64(2))
+    back = load_tree(export_tree(tree, tmp_path / "t.json"))
+    assert back[1].p_backtrack == 0.75 and back[1].ids == (5,) and back.config == {"threshold": 0.25, "width": 3}
+    flat = nx.read_graphml(export_tree(tree, tmp_path / "t.graphml"), node_type=int)
+    assert flat.nodes[1]["p_backtrack"] == 0.75 and flat.nodes[1]["visits"] == 2 and flat.nodes[1]["ids"] == "[5]"
+    payload = json.loads(render_html(tree).split('id="tree-data">')[1].split("</script>")[0])
+    assert payload["threshold"] == 0.25 and payload["tree"]["nodes"][1]["p_backtrack"] == 0.75
+    export_tree(tree, tmp_path / "t.gexf")
+    assert "0.75" in render_dot(tree)
