@@ -1,0 +1,68 @@
+"""The one place that wires policy and verifier into search: the default run.
+
+A *run folder* holds ``policy/`` (a ``Policy.save`` folder) and, optionally, ``verifier/`` (a
+saved ``VerifierHead``). The default run is ``$REWIND_RUN`` when set, else the last completed
+``rewind demo`` run, recorded in ``$REWIND_HOME/default_run.json`` (``~/.rewind`` by default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from policy.atomic import atomic_write_json
+
+__all__ = ["default_run_dir", "load_default", "load_run", "rewind_home", "set_default_run"]
+
+NO_RUN = "no default run: run `rewind demo` first, or set REWIND_RUN=<run folder>"
+
+
+def rewind_home() -> Path:
+    return Path(os.environ.get("REWIND_HOME", Path.home() / ".rewind")).expanduser()
+
+
+def set_default_run(run_dir: str | os.PathLike) -> None:
+    """Record ``run_dir`` as the default run (called when a demo run completes)."""
+    atomic_write_json(rewind_home() / "default_run.json", {"path": str(Path(run_dir).resolve())})
+
+
+def default_run_dir() -> Path:
+    env = os.environ.get("REWIND_RUN")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"REWIND_RUN={env} is not a folder")
+        return path
+    pointer = rewind_home() / "default_run.json"
+    if not pointer.exists():
+        raise FileNotFoundError(NO_RUN)
+    try:
+        path = Path(json.loads(pointer.read_text())["path"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise FileNotFoundError(f"{pointer} is corrupted ({e}); {NO_RUN}") from e
+    if not path.is_dir():
+        raise FileNotFoundError(f"the default run {path} no longer exists; {NO_RUN}")
+    return path
+
+
+def load_run(run_dir: str | os.PathLike, *, with_verifier: bool = True) -> tuple[Any, Any]:
+    """``(policy, verifier)`` of a run folder; the verifier is ``None`` if the run has none."""
+    from policy import load_policy
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "policy").is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no policy/ inside); {NO_RUN}")
+    pol = load_policy(run_dir / "policy")
+    ver = None
+    if with_verifier and (run_dir / "verifier").is_dir():
+        from verifier import load_verifier
+
+        ver = load_verifier(run_dir / "verifier", pol)
+    return pol, ver
+
+
+def load_default() -> tuple[Any, Any]:
+    """The entry point ``rewind.wiring:default`` used by ``search.solve`` with no policy given."""
+    return load_run(default_run_dir())
