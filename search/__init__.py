@@ -6,6 +6,7 @@ Importing ``search`` loads no model. See DESIGN §5.
 
 from search import interfaces
 from search.config import CONFIGS, BeamConfig, BestOfNConfig, GreedyConfig, MCTSConfig, SearchConfig
+from search.export import export_tree, load_tree, tree_to_networkx
 from search.replay import ReplayResult, replay
 from search.solve import Solution, solve, solve_many
 from search.strategies import STRATEGIES
@@ -23,8 +24,11 @@ __all__ = [
     "SearchConfig",
     "Solution",
     "Tree",
+    "export_tree",
     "interfaces",
+    "load_tree",
     "replay",
     "solve",
     "solve_many",
+    "tree_to_networkx",
 ]
