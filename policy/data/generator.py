@@ -137,7 +137,8 @@ def _story(rng: random.Random, d: Difficulty) -> tuple[str, str, int] | None:
         sentences.append(theme.start.format(a=x, **fill))
     while len(lines) < steps:
         left = steps - len(lines)
-        kinds = [op for op in d.ops if op != "*" or left >= 2] + (["x2"] if "*" in d.ops else [])
+        # "*" is a pack event (k*m, then +): two steps, and it needs "+" too.
+        kinds = [op for op in d.ops if op != "*" or (left >= 2 and "+" in d.ops)] + (["x2"] if "*" in d.ops else [])
         kind = rng.choice(kinds)
         if kind == "+":
             n = draw()
