@@ -164,8 +164,9 @@ def cache_layout(
     _, _, rows, positions = _simulate(ids, backtrack_id, prompt_len, want_rows=True)
     L = len(ids)
     attention = torch.zeros(L, L, dtype=torch.bool)
-    for t, row in enumerate(rows):
-        attention[t, row] = True
+    # one scatter instead of L indexing ops: the per-row loop dominated collation time in training
+    query = torch.repeat_interleave(torch.arange(L), torch.tensor([len(row) for row in rows]))
+    attention[query, torch.tensor([s for row in rows for s in row], dtype=torch.long)] = True
     return CacheLayout(attention=attention, position_ids=torch.tensor(positions, dtype=torch.long))
 
 

@@ -219,7 +219,8 @@ def harvest_datasets(config: TrainConfig, policy: Policy):
     generations = generate(policy, prompts, do_sample=True, temperature=config.harvest_temperature,
                            seed=config.seed, max_new_tokens=room, progress=True)
     policy.model.train()
-    harvested = data.examples_from_samples(problems, generations, policy.tokenizer)
+    harvested = [ex for p, g in zip(problems, generations)
+                 for ex in data.examples_from_samples(p, [g.ids], policy.tokenizer)]
     train, evals = build_sft_datasets(config, policy)
     stats = {"harvest_from": str(config.harvest_from), "harvest_samples": len(generations),
              "harvested_examples": len(harvested)}
