@@ -10,7 +10,8 @@ errors (a test checks all 27,998 annotations):
 - a written result that is itself an expression (``3/4=3/4``) is evaluated like the left side;
 - a decimal result may be rounded to the decimals written (``10/3=3.33``: |w - v| <= 0.5·10^-d);
   an integer result must be exact, so ``10/3=3`` is an error;
-- the text after ``>>`` may format the value differently (``22,500``); only the annotation counts.
+- the text after ``>>`` may format the value differently (``22,500``); only the annotation counts;
+- thousands separators (``1,000``) are read as in prose, in expressions and results alike.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
 
 ANNOTATION_RE = re.compile(r"<<([^<>\n]*)>>")
 _NUMBER_RE = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _MAX_POW = 64  # |exponent| and result size caps: a checker fed garbage must not hang
 
 
@@ -127,7 +129,8 @@ def evaluate(expr: str) -> Fraction:
     if not isinstance(expr, str) or not expr.strip() or len(expr) > 200:
         raise ValueError(f"not an arithmetic expression: {expr!r}")
     try:
-        tree = ast.parse(expr.strip().replace("^", "**"), mode="eval")
+        # Thousands separators ("1,000") are allowed; any other comma is not arithmetic.
+        tree = ast.parse(_THOUSANDS.sub("", expr.strip()).replace("^", "**"), mode="eval")
     except (SyntaxError, ValueError):
         raise ValueError(f"not an arithmetic expression: {expr!r}") from None
     return _eval_node(tree)
@@ -215,7 +218,7 @@ def _check_one(a: Annotation) -> StepError | None:
         return malformed()
     try:
         expected = evaluate(a.expr)
-        written = evaluate(a.result.replace(",", ""))
+        written = evaluate(a.result)
     except (ValueError, ZeroDivisionError, OverflowError):
         return malformed()
     if _matches(written, expected, a.result):
