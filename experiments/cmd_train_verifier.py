@@ -1,0 +1,29 @@
+"""``rewind train-verifier``: label prefixes, cache the frozen policy's hidden states, train the head.
+
+Every flag is a field of ``verifier.config.VerifierTrainConfig``. Writes ``OUT/verifier/`` (load it
+with ``verifier.load_verifier(OUT, policy)``), ``OUT/metrics.json`` and reliability plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from policy.train_config import add_config_arguments
+    from verifier.config import VerifierTrainConfig
+
+    add_config_arguments(parser, VerifierTrainConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from policy.train_config import config_from_args
+    from verifier.config import VerifierTrainConfig
+    from verifier.train import train_verifier
+
+    config = config_from_args(args, VerifierTrainConfig)
+    out = train_verifier(config)
+    print(f"rewind train-verifier: wrote {out / 'verifier'} and {out / 'metrics.json'}")
+    return 0

@@ -1,0 +1,74 @@
+"""``VerifierTrainConfig``: one frozen dataclass whose fields are the ``rewind train-verifier`` flags.
+
+Defaults are sized so that the built-in tiny policy's verifier trains in a minute or two on 2 CPU
+cores (most of it spent sampling rollouts and MC completions, not training the head).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["LABEL_KINDS", "VerifierTrainConfig"]
+
+LABEL_KINDS = ("injected", "rollouts", "mc", "mix")
+
+
+def _f(default, help: str, **kw):  # noqa: A002 - "help" is argparse's own word
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifierTrainConfig:
+    """How to build verifier labels and train the head."""
+
+    out: str = _f(None, "run folder: gets verifier/ (the head), metrics.json, config.json, features.pt, plots")
+    policy: str = _f(None, "the frozen policy: a train-policy run folder, a policy folder, or 'tiny' (random init)")
+    labels: Literal["injected", "rollouts", "mc", "mix"] = _f(
+        "injected", "label source: injected errors, the checker on the policy's own samples, MC completions, or all")
+    task: Literal["builtin", "gsm8k"] = _f("builtin", "problems: the built-in generator (validation split) or GSM8K train")
+    num_problems: int = _f(200, "problems to build labels from (>= 3), split by problem id into train/val/test")
+    test_share: float = _f(0.25, "share of problems held out for the reported metrics, in (0, 1)")
+    val_share: float = _f(0.15, "share of problems held out for early stopping, in (0, 1)")
+    examples_per_problem: int = _f(2, "injected: examples drawn per problem (>= 1)")
+    clean_share: float = _f(0.25, "injected: probability in [0, 1] that an example is the clean solution")
+    samples_per_problem: int = _f(2, "rollouts/mc/mix: policy samples per problem (>= 1)")
+    temperature: float = _f(1.0, "sampling temperature of rollouts and MC completions (> 0)")
+    max_new_tokens: int = _f(200, "longest rollout / MC completion in tokens (>= 1)")
+    mc_k: int = _f(4, "mc/mix: completions per step end (>= 1)")
+    mc_sequences: int = _f(64, "mc/mix: rollouts whose step ends get MC labels (>= 1); unlocatable errors first")
+    width: int = _f(256, "hidden width of the head's MLP (>= 1)")
+    dropout: float = _f(0.0, "dropout in the head, in [0, 1)")
+    lr: float = _f(2e-3, "AdamW learning rate (> 0)")
+    weight_decay: float = _f(0.01, "AdamW weight decay (>= 0)")
+    batch_size: int = _f(256, "labelled positions per optimiser step (>= 1)")
+    epochs: int = _f(40, "most passes over the training positions (>= 1)")
+    patience: int = _f(6, "stop after this many epochs without a better validation AUROC (>= 1)")
+    feature_batch_size: int = _f(16, "sequences per policy forward when computing hidden states (>= 1)")
+    seed: int = _f(0, "seed for problems, sampling, the split and the head's initialisation")
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("out is required: the run folder to write the verifier into")
+        if not self.policy:
+            raise ValueError("policy is required: a train-policy run folder, a policy folder, or 'tiny'")
+        if self.labels not in LABEL_KINDS:
+            raise ValueError(f"labels must be one of {LABEL_KINDS}, got {self.labels!r}")
+        if self.task not in ("builtin", "gsm8k"):
+            raise ValueError(f"task must be 'builtin' or 'gsm8k', got {self.task!r}")
+        for name, low in (("num_problems", 3), ("examples_per_problem", 1), ("samples_per_problem", 1),
+                          ("max_new_tokens", 1), ("mc_k", 1), ("mc_sequences", 1), ("width", 1), ("batch_size", 1),
+                          ("epochs", 1), ("patience", 1), ("feature_batch_size", 1)):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {getattr(self, name)!r}")
+        for name in ("test_share", "val_share"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.test_share + self.val_share >= 1.0:
+            raise ValueError("test_share + val_share must leave problems to train on (< 1)")
+        if not 0.0 <= self.clean_share <= 1.0:
+            raise ValueError(f"clean_share must be in [0, 1], got {self.clean_share}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.temperature <= 0 or self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("temperature and lr must be > 0, weight_decay >= 0")

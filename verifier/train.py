@@ -1,0 +1,215 @@
+"""``train_verifier``: labels → cached hidden states (policy frozen) → the head → diagnostics.
+
+Problems are split by id into train / val (early stopping on its AUROC) / test (the reported
+metrics). The loss is BCE on the head's logit with ``pos_weight = n_neg / n_pos`` so both classes
+weigh the same whatever the error rate of the label source; MC labels enter as soft targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from policy.atomic import atomic_write_json
+from policy.data import generate_problems, inject_errors, load_gsm8k
+from policy.data.problems import Problem
+from policy.generate import newline_token_ids
+from policy.model import Policy, load_policy, tiny_policy
+from verifier.config import VerifierTrainConfig
+from verifier.features import Features, compute_features, load_features, save_features
+from verifier.head import VerifierHead, tokenizer_fingerprint
+from verifier.labels import (
+    LabelledSequence,
+    labels_from_example,
+    mc_labels,
+    merge_mc,
+    rollout_labels,
+)
+from verifier.metrics import auroc
+from verifier.report import evaluate, summary_table, write_plots
+
+__all__ = ["build_labels", "fit_head", "load_frozen_policy", "split_problems", "train_verifier"]
+
+
+def load_frozen_policy(spec: str) -> Policy:
+    """``'tiny'``, a train-policy run folder (its ``policy/``), or anything ``load_policy`` takes; eval, no grad."""
+    if spec == "tiny":
+        policy = tiny_policy()
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir() and (path / "policy" / "config.json").exists():
+            path = path / "policy"
+        elif not path.exists() and ("/" in spec or spec.startswith(".")):
+            raise FileNotFoundError(f"no policy at {spec}: give a train-policy run folder (rewind train-policy --out)")
+        policy = load_policy(str(path) if path.exists() else spec)
+    policy.model.eval()
+    policy.model.requires_grad_(False)
+    return policy
+
+
+def _problems(config: VerifierTrainConfig) -> list[Problem]:
+    if config.task == "builtin":
+        # The validation split: problems the policy did not train on (its data is the train split).
+        return generate_problems(config.num_problems, seed=config.seed, split="validation")
+    return load_gsm8k("train")[: config.num_problems]
+
+
+def split_problems(ids: Sequence[str], *, test_share: float, val_share: float, seed: int) -> dict[str, set[str]]:
+    """Deterministic split of problem ids into ``train``/``val``/``test`` (each non-empty)."""
+    ids = sorted(set(ids))
+    if len(ids) < 3:
+        raise ValueError(f"need at least 3 problems to split into train/val/test, got {len(ids)}")
+    random.Random(f"verifier-split:{seed}").shuffle(ids)
+    n_test = min(len(ids) - 2, max(1, round(test_share * len(ids))))
+    n_val = min(len(ids) - n_test - 1, max(1, round(val_share * len(ids))))
+    return {"test": set(ids[:n_test]), "val": set(ids[n_test:n_test + n_val]), "train": set(ids[n_test + n_val:])}
+
+
+def build_labels(policy: Policy, problems: Sequence[Problem], config: VerifierTrainConfig,
+                 *, progress: bool = True) -> list[LabelledSequence]:
+    """The labelled sequences of ``config.labels`` over ``problems`` (see ``verifier.labels``)."""
+    tok, bt = policy.tokenizer, policy.backtrack_id
+    if bt is None:
+        raise ValueError("the verifier needs a policy with the backtrack token")
+    seqs: list[LabelledSequence] = []
+    if config.labels in ("injected", "mix"):
+        newlines = newline_token_ids(tok)
+        for p in tqdm(problems, desc="inject errors", disable=not progress):
+            try:
+                examples = inject_errors(p, tok, seed=config.seed, examples_per_problem=config.examples_per_problem,
+                                         clean_share=config.clean_share)
+            except ValueError:  # a reference solution the step checker rejects: no labels from it
+                continue
+            seqs += [labels_from_example(ex, bt, newlines) for ex in examples]
+    if config.labels in ("rollouts", "mc", "mix"):
+        rolled = rollout_labels(policy, problems, samples_per_problem=config.samples_per_problem,
+                                temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                                seed=config.seed, progress=progress)
+        if config.labels == "rollouts":
+            return seqs + rolled
+        # MC first where the checker could not locate an error (answer wrong, no wrong step seen).
+        unlocated = [i for i, s in enumerate(rolled) if s.answer_wrong and 1.0 not in s.labels]
+        chosen = sorted((unlocated + [i for i in range(len(rolled)) if i not in set(unlocated)])[: config.mc_sequences])
+        by_id = {p.id: p for p in problems}
+        mc = mc_labels(policy, [rolled[i] for i in chosen], by_id, k=config.mc_k, temperature=config.temperature,
+                       max_new_tokens=config.max_new_tokens, seed=config.seed, progress=progress)
+        if config.labels == "mc":
+            return seqs + mc
+        merged = dict(zip(chosen, mc))
+        seqs += [merge_mc(s, merged[i]) if i in merged else s for i, s in enumerate(rolled)]
+    return seqs
+
+
+def _both_classes(labels: torch.Tensor, what: str) -> tuple[float, float]:
+    if labels.numel() == 0:
+        raise ValueError(f"the {what} label set is empty: no labelled prefix to train on")
+    n_pos = float(labels.sum())  # soft labels count fractionally
+    n_neg = float(labels.numel()) - n_pos
+    hard_pos = int((labels >= 0.5).sum())
+    if hard_pos == 0 or hard_pos == labels.numel():
+        which = "negative (no error)" if hard_pos == 0 else "positive (error)"
+        raise ValueError(f"the {what} labels are all one class: all {labels.numel()} labelled prefixes are {which}; "
+                         "the verifier needs both (add injected errors, or sample more rollouts)")
+    return n_pos, n_neg
+
+
+def fit_head(train: Features, val: Features | None, *, width: int = 256, dropout: float = 0.0, lr: float = 2e-3,
+             weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 40, patience: int = 6, seed: int = 0,
+             fingerprint: str | None = None, progress: bool = True) -> tuple[VerifierHead, list[dict]]:
+    """Train a head on ``train`` (BCE with pos_weight, AdamW); keep the epoch with the best ``val``
+    AUROC (all epochs when ``val`` lacks a class). Returns the head (eval mode) and the history."""
+    n_pos, n_neg = _both_classes(train.labels, "training")
+    if not torch.isfinite(train.hidden).all():
+        raise ValueError("the training hidden states hold NaN/inf: the policy's forward produced non-finite features")
+    use_val = val is not None and len(val) > 0 and 0 < int((val.labels >= 0.5).sum()) < len(val)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        head = VerifierHead(int(train.hidden.shape[1]), width=width, dropout=dropout, tokenizer_fingerprint=fingerprint)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_neg / max(n_pos, 1e-6)))
+    best, best_state, bad, history = -1.0, None, 0, []
+    bar = tqdm(range(epochs), desc="train verifier", disable=not progress)
+    for epoch in bar:
+        head.train()
+        perm = torch.randperm(len(train), generator=gen)
+        total = 0.0
+        for start in range(0, len(train), batch_size):
+            idx = perm[start:start + batch_size]
+            loss = loss_fn(head(train.hidden[idx]), train.labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        record = {"epoch": epoch, "train_loss": total / len(train)}
+        if use_val:
+            record["val_auroc"] = auroc(head.score(val.hidden).numpy(), val.labels.numpy())
+        history.append(record)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
+        score = record.get("val_auroc", epoch)  # no validation: the last epoch is the best
+        if score > best:
+            best, bad = score, 0
+            best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        else:
+            bad += 1
+            if use_val and bad >= patience:
+                break
+    head.load_state_dict(best_state)
+    head.eval()
+    return head, history
+
+
+def _feature_key(config: VerifierTrainConfig, policy: Policy) -> str:
+    """What the cached features depend on: the label-building fields and the policy's identity."""
+    skip = {"out", "width", "dropout", "lr", "weight_decay", "batch_size", "epochs", "patience", "test_share", "val_share"}
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
+    emb = policy.model.get_input_embeddings().weight
+    ident = {"fingerprint": tokenizer_fingerprint(policy.tokenizer, policy.backtrack_id),
+             "hidden": policy.hidden_size, "emb_sum": float(emb.double().sum()), "emb_abs": float(emb.double().abs().sum())}
+    return hashlib.sha256(json.dumps({"fields": fields, "policy": ident}, sort_keys=True).encode()).hexdigest()
+
+
+def train_verifier(config: VerifierTrainConfig, *, policy: Policy | None = None, progress: bool = True) -> Path:
+    """Build labels, cache features, train the head, evaluate on held-out problems and write
+    ``out/verifier/`` (head + config), ``out/metrics.json``, ``out/config.json``,
+    ``out/features.pt`` and ``out/reliability_<source>.png``. Returns ``out``."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = policy if policy is not None else load_frozen_policy(config.policy)
+    policy.model.eval()
+    atomic_write_json(out / "config.json", dataclasses.asdict(config))
+    key = _feature_key(config, policy)
+    feats = load_features(out / "features.pt", key=key)
+    if feats is None:
+        with torch.no_grad():
+            seqs = build_labels(policy, _problems(config), config, progress=progress)
+            feats = compute_features(policy, seqs, batch_size=config.feature_batch_size, progress=progress)
+        save_features(feats, out / "features.pt", key=key)
+    split = split_problems(feats.problem_ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
+    parts = {name: feats.select(feats.rows_of(problems=ids)) for name, ids in split.items()}
+    fingerprint = tokenizer_fingerprint(policy.tokenizer, policy.backtrack_id)
+    head, history = fit_head(parts["train"], parts["val"], width=config.width, dropout=config.dropout, lr=config.lr,
+                             weight_decay=config.weight_decay, batch_size=config.batch_size, epochs=config.epochs,
+                             patience=config.patience, seed=config.seed, fingerprint=fingerprint, progress=progress)
+    test = evaluate(head, parts["test"])
+    metrics = {
+        "labels": config.labels, "policy": config.policy, "hidden_size": policy.hidden_size,
+        "n_positions": {name: len(f) for name, f in parts.items()},
+        "n_positive": {name: int((f.labels >= 0.5).sum()) for name, f in parts.items()},
+        "n_problems": {name: len(ids) for name, ids in split.items()},
+        "epochs_run": len(history), "best_val_auroc": max((h.get("val_auroc", -1) for h in history), default=None),
+        "history": history, "test": test,
+    }
+    head.save(out / "verifier", extra={"labels": config.labels, "policy": config.policy})
+    atomic_write_json(out / "metrics.json", metrics)
+    write_plots(test, out)
+    if progress:
+        print(summary_table(test))
+    return out
