@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("experiments.cmd_data", "build a dataset (problems, injected errors, DPO pairs) and print its statistics"),
     "train-policy": ("experiments.cmd_train", "train a policy: SFT (clean/naive/masked/hard), step-level DPO, on-policy round"),
     "solve": ("experiments.cmd_solve", "search one problem (greedy, best_of_n, beam, mcts) and print answer, path, stats"),
+    "train-verifier": ("experiments.cmd_train_verifier", "train the verifier head on a frozen policy (labels: injected, rollouts, mc, mix) and report its diagnostics"),
     "export": ("experiments.cmd_export", "convert a recorded search tree to .html (viewer), .dot, .graphml, .gexf or .json"),
 }
 
