@@ -1,0 +1,117 @@
+"""Evaluate one inference method on a set of problems, appending one JSON line per problem.
+
+Methods are the search strategies (``greedy``, ``best_of_n``, ``beam``, ``mcts``) and two plain
+decoders: ``decode`` (greedy with rewind) and ``decode-soft`` (⟨b⟩ kept in the cache: the soft
+ablation). Results are appended as they finish (``policy.atomic.append_jsonl``); a rerun skips
+problems already in the file under the same ``tag``, so an interrupted run resumes and never
+writes a problem twice. ``shard=(rank, world)`` evaluates every ``world``-th problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from policy.atomic import append_jsonl
+from policy.data import answers_match, format_prompt
+from policy.generate import generate
+
+__all__ = ["DECODERS", "METHODS", "evaluate", "read_results"]
+
+DECODERS = ("decode", "decode-soft")
+METHODS = DECODERS + ("greedy", "best_of_n", "beam", "mcts")
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """Rows of a results JSONL. A torn *last* line (a killed writer) is skipped; a bad line
+    elsewhere is an error naming its line number."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                break  # torn tail of an interrupted append
+            raise ValueError(f"{path}:{i}: not a JSON line ({e.msg})") from e
+    return rows
+
+
+def _decode_rows(problems, policy, *, rewind: bool, max_new_tokens: int, seed: int) -> list[tuple[str | None, str, dict]]:
+    t0 = time.perf_counter()
+    gens = generate(policy, [format_prompt(p.question) for p in problems], rewind=rewind,
+                    max_new_tokens=max_new_tokens, seed=seed)
+    wall = (time.perf_counter() - t0) / max(1, len(problems))
+    from policy.data import extract_answer
+
+    out = []
+    for g in gens:
+        n_b = sum(e.length for e in g.backtracks)
+        stats = {"tokens_generated": len(g.raw_ids), "backtracks": n_b, "runs": len(g.backtracks),
+                 "stop_reason": g.stop_reason, "wall_s": wall}
+        out.append((extract_answer(g.text), g.text, stats))
+    return out
+
+
+def evaluate(
+    problems: Sequence[Any],
+    *,
+    policy: Any,
+    method: str,
+    out: str | os.PathLike,
+    tag: str,
+    verifier: Any = None,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    shard: tuple[int, int] = (0, 1),
+    max_new_tokens: int = 320,
+    seed: int = 0,
+    trees_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    **knobs: Any,
+) -> list[dict]:
+    """Solve ``problems`` with ``method``; append rows to ``out``; return this call's rows plus
+    the rows already there for ``tag`` (and this shard)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard {shard} is not (rank, world) with 0 <= rank < world")
+    mine = [p for i, p in enumerate(problems) if i % world == rank]
+    done = {r["problem_id"]: r for r in read_results(out) if r.get("tag") == tag}
+    todo = [p for p in mine if p.id not in done]
+    rows = [done[p.id] for p in mine if p.id in done]
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=tag, unit="problem", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        if method in DECODERS:
+            results = _decode_rows(chunk, policy, rewind=method == "decode", max_new_tokens=max_new_tokens, seed=seed)
+        else:
+            import search
+
+            sols = search.solve_many(chunk, strategy=method, threshold=threshold, policy=policy, verifier=verifier,
+                                     seed=seed, **knobs)
+            results = [(s.answer, s.text, dict(s.stats)) for s in sols]
+            if trees_dir is not None:
+                for p, s in zip(chunk, sols):
+                    search.export_tree(s, Path(trees_dir) / f"{tag}-{p.id}.json")
+        for p, (answer, text, stats) in zip(chunk, results):
+            row = {"tag": tag, "method": method, "threshold": threshold if method not in DECODERS else None,
+                   "problem_id": p.id, "answer": answer, "reference": p.answer,
+                   "correct": bool(answers_match(answer, p.answer)), "text": text, "stats": stats}
+            append_jsonl(out, row)
+            rows.append(row)
+        bar.update(len(chunk))
+    bar.close()
+    return rows
