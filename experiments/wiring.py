@@ -1,7 +1,8 @@
 """The one place that wires policy and verifier into search: the default run.
 
 A *run folder* holds ``policy/`` (a ``Policy.save`` folder) and, optionally, ``verifier/`` (a
-saved ``VerifierHead``). The default run is ``$REWIND_RUN`` when set, else the last completed
+saved ``VerifierHead``) — or a ``run.json`` manifest naming where they are inside it (the layout
+``rewind demo`` writes: ``{"policy": "train/policy", "verifier": "verifier_train/verifier"}``). The default run is ``$REWIND_RUN`` when set, else the last completed
 ``rewind demo`` run, recorded in ``$REWIND_HOME/default_run.json`` (``~/.rewind`` by default).
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from policy.atomic import atomic_write_json
 
-__all__ = ["default_run_dir", "load_default", "load_run", "rewind_home", "set_default_run"]
+__all__ = ["default_run_dir", "load_default", "load_run", "rewind_home", "run_parts", "set_default_run"]
 
 NO_RUN = "no default run: run `rewind demo` first, or set REWIND_RUN=<run folder>"
 
@@ -47,19 +48,35 @@ def default_run_dir() -> Path:
     return path
 
 
+def run_parts(run_dir: str | os.PathLike) -> tuple[Path, Path | None]:
+    """(policy folder, verifier folder or None) of a run folder."""
+    run_dir = Path(run_dir)
+    manifest = run_dir / "run.json"
+    if manifest.exists():
+        try:
+            data = json.loads(manifest.read_text())
+            pol, ver = run_dir / data["policy"], data.get("verifier")
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{manifest} is corrupted ({e})") from e
+        ver = run_dir / ver if ver else None
+    else:
+        pol, ver = run_dir / "policy", run_dir / "verifier"
+    if not pol.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a finished run folder (no policy at {pol}); {NO_RUN}")
+    return pol, (ver if ver is not None and ver.is_dir() else None)
+
+
 def load_run(run_dir: str | os.PathLike, *, with_verifier: bool = True) -> tuple[Any, Any]:
     """``(policy, verifier)`` of a run folder; the verifier is ``None`` if the run has none."""
     from policy import load_policy
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "policy").is_dir():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no policy/ inside); {NO_RUN}")
-    pol = load_policy(run_dir / "policy")
+    pol_dir, ver_dir = run_parts(run_dir)
+    pol = load_policy(pol_dir)
     ver = None
-    if with_verifier and (run_dir / "verifier").is_dir():
+    if with_verifier and ver_dir is not None:
         from verifier import load_verifier
 
-        ver = load_verifier(run_dir / "verifier", pol)
+        ver = load_verifier(ver_dir, pol)
     return pol, ver
 
 
