@@ -13,6 +13,7 @@ exists, which is written after every rank has finished writing it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 from pathlib import Path
@@ -112,6 +113,10 @@ def _use_bf16(config: TrainConfig) -> bool:
     return config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def _distributed_cpu() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArguments:
     """The ``TrainingArguments`` of a run (checkpoints in ``OUT/checkpoints``)."""
     kw: dict[str, Any] = dict(
@@ -124,6 +129,10 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArgumen
         seed=config.seed, data_seed=config.seed, bf16=_use_bf16(config), report_to=[],
         remove_unused_columns=False,  # the collator reads segments / prompt_len / clean_ids
         prediction_loss_only=True, dataloader_num_workers=0, ddp_find_unused_parameters=False,
+        # under torchrun on CPU, accelerate only sees the process group with an explicit gloo backend
+        ddp_backend="gloo" if _distributed_cpu() else None,
+        # per-rank token means, averaged by DDP; the cross-device variant scales logged/eval losses by world size
+        average_tokens_across_devices=False,
     )
     kw.update(overrides)
     return TrainingArguments(**kw)
