@@ -5,7 +5,7 @@ For a sample whose first wrong annotation writes ``R`` where the expression give
     input  = prompt + sample[:d] + sample[d:e] + ⟨b⟩×(e-d) + correction
     clean  = prompt + sample[:d] + correction
 
-``d`` is the token that holds the first character of ``R``; ``e`` ends the error span (``span``
+``d`` is the token that holds the first character where ``R`` departs from ``V``; ``e`` ends the error span (``span``
 as in ``InjectConfig``); ``correction`` is the rest of that step from token ``d``'s first char,
 with ``R`` (and a copy of it right after ``>>``) replaced by ``V``, newline included. The example
 stops there: what the sample wrote after its wrong step was built on the wrong value.
@@ -71,16 +71,20 @@ def examples_from_samples(problem: Problem, sample_ids: Sequence[Sequence[int]],
         if error is None or error.kind != "wrong_value" or error.expected is None:
             continue
         r0, r1 = error.char_span
-        d = first_token_reaching(ends, r0 + 1)  # the token holding the first char of the result
+        same = next((i for i, (a, b) in enumerate(zip(error.written, error.expected)) if a != b),
+                    min(len(error.written), len(error.expected)))
+        wrong_at = r0 + same  # first wrong char: "18" for "17" goes wrong at the "8"
+        d = first_token_reaching(ends, wrong_at + 1)  # the token holding it
         start = ends[d - 1] if d > 0 else 0
         line_end = text.find("\n", r1)
         line_end = len(text) if line_end < 0 else line_end + 1
-        end_char = {"token": r0 + 1, "number": r1, "step": line_end}[span]
+        end_char = {"token": wrong_at + 1, "number": max(r1, wrong_at + 1), "step": line_end}[span]
         e = max(d + 1, first_token_reaching(ends, end_char) + 1)
         after = text[r1:line_end]
         if after.startswith(">>" + error.written):  # the value repeated after the annotation
             after = ">>" + error.expected + after[2 + len(error.written) :]
-        correction = text[start:r0] + error.expected + after
+        # text[:start] is untouched: start <= wrong_at and ``expected`` shares the chars before it.
+        correction = (text[:r0] + error.expected + after)[start:]
         corr_ids = list(tokenizer(correction, add_special_tokens=False)["input_ids"])
         k = e - d
         ex = Example(
