@@ -13,6 +13,7 @@ __all__ = ["COMMANDS", "main"]
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("experiments.cmd_demo", "the whole pipeline on the built-in task: train, verify, search, sweep, report"),
     "data": ("experiments.cmd_data", "build a dataset (problems, injected errors, DPO pairs) and print its statistics"),
     "train-policy": ("experiments.cmd_train", "train a policy: SFT (clean/naive/masked/hard), step-level DPO, on-policy round"),
     "solve": ("experiments.cmd_solve", "search one problem (greedy, best_of_n, beam, mcts) and print answer, path, stats"),

@@ -78,11 +78,13 @@ def evaluate(
     max_new_tokens: int = 320,
     seed: int = 0,
     trees_dir: str | os.PathLike | None = None,
+    trees_limit: int | None = None,
     progress: bool = True,
     **knobs: Any,
 ) -> list[dict]:
     """Solve ``problems`` with ``method``; append rows to ``out``; return this call's rows plus
-    the rows already there for ``tag`` (and this shard)."""
+    the rows already there for ``tag`` (and this shard). With ``trees_dir``, the search trees of
+    the first ``trees_limit`` problems (all when None) are saved there as JSON."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     rank, world = shard
@@ -105,7 +107,8 @@ def evaluate(
             results = [(s.answer, s.text, dict(s.stats)) for s in sols]
             if trees_dir is not None:
                 for p, s in zip(chunk, sols):
-                    search.export_tree(s, Path(trees_dir) / f"{tag}-{p.id}.json")
+                    if trees_limit is None or mine.index(p) < trees_limit:
+                        search.export_tree(s, Path(trees_dir) / f"{tag}-{p.id}.json")
         for p, (answer, text, stats) in zip(chunk, results):
             row = {"tag": tag, "method": method, "threshold": threshold if method not in DECODERS else None,
                    "problem_id": p.id, "answer": answer, "reference": p.answer,

@@ -1,0 +1,173 @@
+"""``rewind demo``: the whole pipeline on the built-in task, into one run folder.
+
+Stages (each records ``stages/<name>.json`` when done and is skipped on a rerun):
+
+1. ``policy``   — train the tiny policy in ``hard`` mode (``train/``; resumes from checkpoints)
+2. ``verifier`` — train the verifier head on the frozen policy (``verifier_train/``)
+3. ``solve``    — solve held-out problems with decode, greedy, best-of-N, beam and MCTS
+4. ``sweep``    — beam search at a grid of verifier thresholds
+5. ``report``   — ``summary.md``, plots, example trees; the run becomes the default for ``search.solve``
+
+A folder holds one configuration: a rerun with another configuration into the same folder is
+refused (``--overwrite`` starts it afresh), so no table ever mixes two configurations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policy.atomic import atomic_write_json
+
+__all__ = ["DemoConfig", "run_demo"]
+
+DEMO_FORMAT_VERSION = 1
+
+
+def _f(default, help: str):  # noqa: A002
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """What ``rewind demo`` runs. ``quick`` shrinks every stage to a 1–2 minute smoke run."""
+
+    out: str = _f("runs/demo", "run folder")
+    quick: bool = _f(False, "smoke version: tiny data and budgets (1-2 minutes)")
+    overwrite: bool = _f(False, "delete an existing run folder of another configuration first")
+    seed: int = _f(0, "seed for data, training and search")
+    train_problems: int = _f(6000, "training problems for the policy (>= 8)")
+    train_epochs: float = _f(1.0, "passes over the training examples (> 0)")
+    max_train_steps: int = _f(-1, "cap on optimiser steps (-1: the epochs decide)")
+    verifier_problems: int = _f(160, "problems the verifier's labels come from (>= 8)")
+    eval_problems: int = _f(64, "held-out test problems solved by every method (>= 1)")
+    sweep_problems: int = _f(24, "held-out problems in the threshold sweep (>= 1)")
+    thresholds: tuple[float, ...] = _f((0.2, 0.35, 0.5, 0.65, 0.8, 1.0), "verifier thresholds of the sweep")
+    threshold: float = _f(0.5, "pruning threshold of the solve stage, in [0, 1]")
+    best_of_n: int = _f(4, "samples of best-of-N (>= 1)")
+    beam_width: int = _f(2, "beam width W (>= 1)")
+    beam_samples: int = _f(2, "children per beam M (>= 1)")
+    mcts_simulations: int = _f(8, "MCTS simulations (>= 1)")
+    mcts_children: int = _f(2, "MCTS children per expansion (>= 1)")
+    example_trees: int = _f(2, "problems per search strategy whose trees are exported as HTML")
+
+    def __post_init__(self) -> None:
+        for name in ("train_problems", "verifier_problems"):
+            if getattr(self, name) < 8:
+                raise ValueError(f"{name} must be >= 8, got {getattr(self, name)}")
+        for name in ("eval_problems", "sweep_problems", "best_of_n", "beam_width", "beam_samples",
+                     "mcts_simulations", "mcts_children"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.train_epochs > 0:
+            raise ValueError(f"train_epochs must be > 0, got {self.train_epochs}")
+        if not 0 <= self.threshold <= 1 or any(not 0 <= t <= 1 for t in self.thresholds):
+            raise ValueError("thresholds must lie in [0, 1]")
+        if not self.out:
+            raise ValueError("out (the run folder) is required")
+
+    def resolved(self) -> DemoConfig:
+        """The configuration actually run: ``quick`` replaces the sizes by smoke sizes."""
+        if not self.quick:
+            return self
+        return dataclasses.replace(self, train_problems=400, train_epochs=1.0, max_train_steps=25,
+                                   verifier_problems=24, eval_problems=6, sweep_problems=4,
+                                   thresholds=(0.3, 0.7, 1.0), best_of_n=2, beam_width=2, beam_samples=2,
+                                   mcts_simulations=4, mcts_children=2, example_trees=1)
+
+    def fingerprint(self) -> str:
+        d = dataclasses.asdict(self.resolved())
+        for k in ("out", "overwrite"):
+            d.pop(k)
+        d["format_version"] = DEMO_FORMAT_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- run folder bookkeeping --------------------------------------------------------------------
+
+def _claim_folder(cfg: DemoConfig) -> Path:
+    run = Path(cfg.out)
+    cfg_path = run / "config.json"
+    if cfg_path.exists():
+        try:
+            old = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path} is corrupted ({e}); delete the folder or pass --overwrite") from e
+        if old.get("fingerprint") != cfg.fingerprint():
+            if not cfg.overwrite:
+                changed = sorted(k for k, v in dataclasses.asdict(cfg.resolved()).items()
+                                 if k not in ("out", "overwrite") and old.get("config", {}).get(k) != _jsonable(v))
+                raise ValueError(
+                    f"{run} holds a demo run of another configuration (differs in: {', '.join(changed) or 'version'}); "
+                    "choose another --out, or pass --overwrite to start afresh"
+                )
+            shutil.rmtree(run)
+    elif run.exists() and any(run.iterdir()):
+        if not cfg.overwrite:
+            raise ValueError(f"{run} exists and is not a demo run folder; choose another --out or pass --overwrite")
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cfg_path, {"format_version": DEMO_FORMAT_VERSION, "fingerprint": cfg.fingerprint(),
+                                 "config": _jsonable(dataclasses.asdict(cfg.resolved()))})
+    return run
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x))
+
+
+def _done(run: Path, stage: str) -> dict | None:
+    p = run / "stages" / f"{stage}.json"
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None  # a torn marker means the stage did not finish
+
+
+def _mark(run: Path, stage: str, info: dict) -> None:
+    atomic_write_json(run / "stages" / f"{stage}.json", {"stage": stage, "finished": time.time(), **info})
+
+
+def _stage(run: Path, name: str, fn, log) -> dict:
+    info = _done(run, name)
+    if info is not None:
+        log(f"[{name}] done before, reused")
+        return info
+    log(f"[{name}] running")
+    t0 = time.perf_counter()
+    info = fn() or {}
+    info["wall_s"] = round(time.perf_counter() - t0, 1)
+    _mark(run, name, info)
+    log(f"[{name}] finished in {info['wall_s']:.0f}s")
+    return info
+
+
+# ---- the pipeline -------------------------------------------------------------------------------
+
+def run_demo(config: DemoConfig, *, log=print) -> Path:
+    """Run (or resume) the demo; returns the run folder."""
+    from experiments import demo_stages as st
+
+    cfg = config.resolved()
+    run = _claim_folder(config)
+    log(f"rewind demo → {run}  ({'quick' if config.quick else 'full'}; config {config.fingerprint()})")
+    t0 = time.perf_counter()
+    _stage(run, "policy", lambda: st.train_policy(cfg, run), log)
+    _stage(run, "verifier", lambda: st.train_verifier(cfg, run), log)
+    atomic_write_json(run / "run.json", {"policy": "train/policy", "verifier": "verifier_train/verifier"})
+    _stage(run, "solve", lambda: st.solve(cfg, run), log)
+    _stage(run, "sweep", lambda: st.sweep(cfg, run), log)
+    _stage(run, "report", lambda: st.report(cfg, run, log), log)
+    from experiments.wiring import set_default_run
+
+    set_default_run(run)
+    log(f"done in {time.perf_counter() - t0:.0f}s; summary: {run / 'summary.md'}; this run is now the default "
+        "for search.solve(problem) and `rewind solve`")
+    return run
