@@ -80,11 +80,13 @@ def evaluate(
     trees_dir: str | os.PathLike | None = None,
     trees_limit: int | None = None,
     progress: bool = True,
+    extra: dict | None = None,
     **knobs: Any,
 ) -> list[dict]:
     """Solve ``problems`` with ``method``; append rows to ``out``; return this call's rows plus
     the rows already there for ``tag`` (and this shard). With ``trees_dir``, the search trees of
-    the first ``trees_limit`` problems (all when None) are saved there as JSON."""
+    the first ``trees_limit`` problems (all when None) are saved there as JSON. ``extra`` keys
+    (e.g. a config hash) are added to every new row."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     rank, world = shard
@@ -112,7 +114,8 @@ def evaluate(
         for p, (answer, text, stats) in zip(chunk, results):
             row = {"tag": tag, "method": method, "threshold": threshold if method not in DECODERS else None,
                    "problem_id": p.id, "answer": answer, "reference": p.answer,
-                   "correct": bool(answers_match(answer, p.answer)), "text": text, "stats": stats}
+                   "correct": bool(answers_match(answer, p.answer)), "text": text, "stats": stats,
+                   **(extra or {})}
             append_jsonl(out, row)
             rows.append(row)
         bar.update(len(chunk))
