@@ -60,7 +60,7 @@ def test_difficulty_knobs(min_steps, extra, lo, width, ops, seed):
 
 
 @pytest.mark.parametrize("knobs", [dict(min_steps=3, max_steps=2), dict(min_operand=5, max_operand=5),
-                                   dict(ops=("^",)), dict(max_result=3), dict(steps=2)])
+                                   dict(ops=("^",)), dict(max_result=3), dict(steps=2), dict(max_factor=1)])
 def test_bad_difficulty(knobs):
     with pytest.raises((ValueError, TypeError)):
         generate_problems(1, **knobs)

@@ -4,13 +4,14 @@ A problem is a short story in one of several themes (shopping, baking, saving, t
 reading): a starting amount, then events that add, remove, multiply or share. Each event is one
 solution step with a calculator annotation; the last line is ``#### answer``::
 
-    Question: Ava has 3 bags of 7 apples. She eats 4 apples. How many apples does Ava have now?
+    Question: Ava picks 3 baskets of 7 apples. She eats 4 apples. How many apples does Ava have now?
     Ava has <<3*7=21>>21 apples.
     Then she has <<21-4=17>>17 apples.
     #### 17
 
 The default size is what a ~1M-parameter char-level model learns in minutes to roughly half
-accuracy: 2-3 steps, operands 2..20, results at most 3 digits, ``+ - *``.
+accuracy: 2-3 steps, operands 2..20, products of a one-digit count, results at most 3 digits,
+``+ - *`` (``*`` also as "doubles").
 
 Splits are disjoint by construction: a question belongs to the split its text hashes into
 (train 80%, validation 10%, test 10%), whatever the seed, so no question text is shared by two
@@ -40,6 +41,7 @@ class Difficulty:
     min_operand: int = 2  # smallest number in a question, >= 1
     max_operand: int = 20  # largest number in a question, >= min_operand + 1
     max_result: int = 999  # every intermediate value stays in [0, max_result]
+    max_factor: int = 9  # the count in a product ("k bags of m"): 2..max_factor, >= 2
     ops: tuple[str, ...] = ("+", "-", "*")  # subset of OPERATIONS; "/" is always exact
 
     def __post_init__(self) -> None:
@@ -47,6 +49,8 @@ class Difficulty:
             raise ValueError(f"need 1 <= min_steps <= max_steps <= 8, got {self.min_steps}, {self.max_steps}")
         if not 1 <= self.min_operand < self.max_operand:
             raise ValueError(f"need 1 <= min_operand < max_operand, got {self.min_operand}, {self.max_operand}")
+        if self.max_factor < 2:
+            raise ValueError(f"max_factor must be >= 2, got {self.max_factor}")
         if self.max_result < self.max_operand:
             raise ValueError(f"max_result ({self.max_result}) must be >= max_operand ({self.max_operand})")
         ops = tuple(self.ops)
@@ -129,7 +133,7 @@ def _story(rng: random.Random, d: Difficulty) -> tuple[str, str, int] | None:
         return value
 
     if "*" in d.ops and rng.random() < 0.5:
-        a, b = draw(), draw()
+        a, b = rng.randint(2, d.max_factor), draw()
         sentences.append(theme.product.format(a=a, b=b, **fill))
         x = step(f"{a}*{b}", a * b, "{name} has {0} " + unit + ".")
     else:
@@ -151,7 +155,7 @@ def _story(rng: random.Random, d: Difficulty) -> tuple[str, str, int] | None:
             sentences.append(rng.choice(theme.sub).format(n=n, **fill))
             x = step(f"{x}-{n}", x - n, "Then {p} has {0} " + unit + ".")
         elif kind == "*":
-            k, m = rng.randint(2, 9), draw()
+            k, m = rng.randint(2, d.max_factor), draw()
             sentences.append(theme.pack.format(k=k, m=m, **fill))
             y = step(f"{k}*{m}", k * m, "That adds {0} " + unit + ".")
             x = step(f"{x}+{y}", x + y, "In total {p} has {0} " + unit + ".")
