@@ -115,7 +115,7 @@ def holds_error(solution_text: str) -> bool:
     if tail is None or "=" not in tail:
         return False
     expr, written = tail.split("=", 1)
-    written = written.strip().replace(",", "")
+    written = written.split(">", 1)[0].strip().replace(",", "")  # "12>" is "12" with ">>" half written
     if not written:
         return False
     if "=" in written:

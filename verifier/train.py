@@ -170,7 +170,7 @@ def _feature_key(config: VerifierTrainConfig, policy: Policy) -> str:
     """What the cached features depend on: the label-building fields and the policy's identity."""
     skip = {"out", "width", "dropout", "lr", "weight_decay", "batch_size", "epochs", "patience", "test_share", "val_share"}
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
-    emb = policy.model.get_input_embeddings().weight
+    emb = policy.model.get_input_embeddings().weight.detach()
     ident = {"fingerprint": tokenizer_fingerprint(policy.tokenizer, policy.backtrack_id),
              "hidden": policy.hidden_size, "emb_sum": float(emb.double().sum()), "emb_abs": float(emb.double().abs().sum())}
     return hashlib.sha256(json.dumps({"fields": fields, "policy": ident}, sort_keys=True).encode()).hexdigest()
