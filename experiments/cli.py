@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "solve": ("experiments.cmd_solve", "search one problem (greedy, best_of_n, beam, mcts) and print answer, path, stats"),
     "train-verifier": ("experiments.cmd_train_verifier", "train the verifier head on a frozen policy (labels: injected, rollouts, mc, mix) and report its diagnostics"),
     "export": ("experiments.cmd_export", "convert a recorded search tree to .html (viewer), .dot, .graphml, .gexf or .json"),
+    "eval": ("experiments.cmd_eval", "evaluate one method on N held-out problems (builtin or GSM8K); shards under torchrun"),
+    "sweep": ("experiments.cmd_sweep", "threshold sweep: live runs and the offline replay of one recorded search, with plots"),
+    "ablation": ("experiments.cmd_ablation", "training modes x inference methods at matched token budgets, CIs and paired tests"),
 }
 
 
