@@ -39,36 +39,53 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(mode: str, examples: list[dict], *, batch_size: int, steps: int, warmup: int, device: torch.device,
-            attn: str, bf16: bool, seed: int = 0) -> dict:
-    """Train a fresh tiny policy ``warmup + steps`` steps in ``mode``; tokens/s over the timed steps."""
-    policy = tiny_policy(seed=seed, attn_implementation=attn)
-    model = policy.model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    collate = Collator(mode=mode, pad_token_id=policy.tokenizer.pad_token_id, backtrack_id=policy.backtrack_id,
-                       attn_form="bool" if attn == "sdpa" else "float")
-    tokens, padded, collate_s, total_s = 0, 0, 0.0, 0.0
-    for step in range(warmup + steps):
-        lo = (step * batch_size) % max(1, len(examples) - batch_size + 1)
+class _Run:
+    """One mode's model, optimiser, collator and counters."""
+
+    def __init__(self, mode: str, *, device: torch.device, attn: str, seed: int) -> None:
+        policy = tiny_policy(seed=seed, attn_implementation=attn)
+        self.mode, self.pad = mode, policy.tokenizer.pad_token_id
+        self.model = policy.model.to(device).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.collate = Collator(mode=mode, pad_token_id=self.pad, backtrack_id=policy.backtrack_id,
+                                attn_form="bool" if attn == "sdpa" else "float")
+        self.tokens, self.padded, self.collate_s, self.total_s = 0, 0, 0.0, 0.0
+
+    def step(self, examples: list[dict], device: torch.device, bf16: bool, timed: bool) -> None:
         _sync(device)
         t0 = time.perf_counter()
-        batch = collate(examples[lo : lo + batch_size])
+        batch = self.collate(examples)
         t1 = time.perf_counter()
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**batch).loss
+            loss = self.model(**batch).loss
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         _sync(device)
         t2 = time.perf_counter()
-        if step >= warmup:
-            n = int(batch["input_ids"].ne(policy.tokenizer.pad_token_id).sum())
-            tokens, padded, collate_s, total_s = tokens + n, padded + batch["input_ids"].numel(), \
-                collate_s + (t1 - t0), total_s + (t2 - t0)
-    return {"mode": mode, "tokens": tokens, "padded_tokens": padded, "seconds": total_s,
-            "collate_seconds": collate_s, "tokens_per_s": tokens / total_s,
-            "model_tokens_per_s": tokens / (total_s - collate_s)}
+        if timed:
+            self.tokens += int(batch["input_ids"].ne(self.pad).sum())
+            self.padded += batch["input_ids"].numel()
+            self.collate_s += t1 - t0
+            self.total_s += t2 - t0
+
+    def row(self) -> dict:
+        return {"mode": self.mode, "tokens": self.tokens, "padded_tokens": self.padded, "seconds": self.total_s,
+                "collate_seconds": self.collate_s, "tokens_per_s": self.tokens / self.total_s,
+                "model_tokens_per_s": self.tokens / (self.total_s - self.collate_s)}
+
+
+def measure(modes: list[str], examples: list[dict], *, batch_size: int, steps: int, warmup: int,
+            device: torch.device, attn: str, bf16: bool, seed: int = 0) -> list[dict]:
+    """Train one fresh tiny policy per mode on the same batches; the modes take turns step by step
+    (so a shared, busy machine slows them alike). Tokens/s over the ``steps`` timed steps."""
+    runs = [_Run(m, device=device, attn=attn, seed=seed) for m in modes]
+    for step in range(warmup + steps):
+        lo = (step * batch_size) % max(1, len(examples) - batch_size + 1)
+        for run in runs:
+            run.step(examples[lo : lo + batch_size], device, bf16, timed=step >= warmup)
+    return [run.row() for run in runs]
 
 
 def _table(rows: list[dict], meta: dict) -> str:
@@ -104,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.modes.split(",")
     if "clean" not in modes:
         raise ValueError("--modes must include clean (the baseline of the table)")
-    rows = [measure(m, examples, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                    device=device, attn=args.attn, bf16=bf16) for m in modes]
+    rows = measure(modes, examples, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                   device=device, attn=args.attn, bf16=bf16)
     meta = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "attn": args.attn,
             "bf16": bf16, "device": torch.cuda.get_device_name() if device.type == "cuda" else
             f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
