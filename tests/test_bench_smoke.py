@@ -1,0 +1,59 @@
+"""``rewind bench --smoke`` runs every benchmark row tiny, so the harness cannot rot: each group
+is present, every number is finite, and the JSON and the Markdown table agree."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from experiments.bench import GROUPS, BenchConfig, Sizes, check
+from experiments.bench_scaling import line_fit
+from experiments.cli import main
+from experiments.cmd_bench import parse_only
+
+
+def test_smoke_run_has_every_row_with_finite_numbers(tmp_path, capsys):
+    assert main(["bench", "--smoke", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    rows = data["rows"]
+    assert {r["id"][0] for r in rows} == set(GROUPS)
+    expected = {"1a", "1b", "1c", "2a", "2b", "2c", "2d", "2e", "3a", "3b", "3c", "4a", "4b", "5a", "6a", "6b"}
+    assert {r["id"] for r in rows} == expected
+    for r in rows:
+        assert math.isfinite(r["ours"]) and r["ours"] >= 0, r
+        assert r["peer"] is None or (math.isfinite(r["peer"]) and r["peer"] > 0), r
+        assert r["ratio"] is not None and math.isfinite(r["ratio"]) and r["ratio"] > 0, r
+        assert r["met"] == check(r["ratio"], r["target"]) or r["id"][0] == "2", r
+    by_id = {r["id"]: r for r in rows}
+    # with KV sharing every fed token of the tree runs through the model exactly once
+    for rid in ("2c", "2d"):
+        assert by_id[rid]["extra"]["tokens_run"] == by_id[rid]["extra"]["fed_tokens_in_tree"]
+    # the re-encoding baseline runs strictly more tokens than sharing
+    for rid in ("2a", "2b"):
+        ex = by_id[rid]["extra"]
+        assert ex["baseline_stats"]["tokens_run"] > ex["shared_stats"]["tokens_run"]
+        assert ex["baseline_stats"]["nodes"] == ex["shared_stats"]["nodes"]
+    table = (tmp_path / "bench.md").read_text()
+    for rid in expected:
+        assert f"| {rid} |" in table
+    assert data["meta"]["torch"] and data["meta"]["cpu"]
+
+
+def test_only_and_bad_input():
+    assert parse_only("") == tuple(GROUPS)
+    assert parse_only("kv,1,kv") == ("2", "1")
+    with pytest.raises(ValueError, match="unknown benchmark row 'nope'"):
+        parse_only("nope")
+    with pytest.raises(ValueError, match="unknown benchmark row"):
+        BenchConfig(only=("9",))
+    with pytest.raises(ValueError, match="reps"):
+        Sizes(reps=0)
+    assert main(["bench", "--smoke", "--only", "zzz"]) == 2
+
+
+def test_line_fit_recovers_a_line():
+    fit = line_fit([1, 8, 64], [0.5 + 2 * x for x in (1, 8, 64)])
+    assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(0.5)
+    assert line_fit([1, 2, 4], [3, 6, 12])["exponent"] == pytest.approx(1)
