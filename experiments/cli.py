@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-policy": ("experiments.cmd_train", "train a policy: SFT (clean/naive/masked/hard), step-level DPO, on-policy round"),
     "solve": ("experiments.cmd_solve", "search one problem (greedy, best_of_n, beam, mcts) and print answer, path, stats"),
     "train-verifier": ("experiments.cmd_train_verifier", "train the verifier head on a frozen policy (labels: injected, rollouts, mc, mix) and report its diagnostics"),
+    "bench": ("experiments.cmd_bench", "benchmarks: speed ratios against model.generate, re-encoding and clean SFT; writes a table + JSON"),
     "export": ("experiments.cmd_export", "convert a recorded search tree to .html (viewer), .dot, .graphml, .gexf or .json"),
     "eval": ("experiments.cmd_eval", "evaluate one method on N held-out problems (builtin or GSM8K); shards under torchrun"),
     "sweep": ("experiments.cmd_sweep", "threshold sweep: live runs and the offline replay of one recorded search, with plots"),
