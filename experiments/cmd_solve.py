@@ -42,6 +42,8 @@ def _flag_type(f: dataclasses.Field) -> dict[str, Any]:
         return {"choices": list(typing.get_args(hint))}
     if hint in (int, float, str):
         return {"type": hint}
+    if hint == int | None:
+        return {"type": int}  # max_kv_bytes
     return {"type": float}  # float | None (time_limit_s)
 
 

@@ -38,6 +38,7 @@ class SearchConfig:
     max_nodes: int = _f(4096, "node budget per problem, >= 1; past it the answer is None")
     max_tokens: int = _f(200_000, "generated-token budget per problem, >= 1; past it the answer is None")
     time_limit_s: float | None = _f(None, "wall-clock budget per problem in seconds (None = none)")
+    max_kv_bytes: int | None = _f(None, "live KV-cache budget per problem in bytes (None = none); past it the answer is None")
     max_question_chars: int = _f(4000, "longest question accepted, in characters")
     share_kv: bool = _f(True, "children extend the parent's KV cache; False re-encodes every path")
 
@@ -53,6 +54,8 @@ class SearchConfig:
             _at_least(self, name, 1)
         if self.time_limit_s is not None and self.time_limit_s < 0:
             raise ValueError(f"time_limit_s must be >= 0 or None, got {self.time_limit_s}")
+        if self.max_kv_bytes is not None:
+            _at_least(self, "max_kv_bytes", 1)
 
     @property
     def strategy(self) -> str:

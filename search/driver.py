@@ -5,7 +5,8 @@ unfinished problem, checks each problem's budget, draws all children through one
 call (live: one batched ``engine.expand`` per temperature and one verifier call; replay: the
 recorded tree), adds them to the trees, notes the live KV, releases what was expanded, and
 resumes the generators. A problem that runs out of budget finishes with ``Outcome(None, reason)``;
-the others go on.
+the others go on. When the source raises ``MemoryError`` (the engine's ``max_kv_bytes``), the
+problem holding the most KV finishes with reason ``"max_kv_bytes"`` and the round is retried.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Generator, Sequence
 from typing import Protocol
 
+from search.accounting import live_kv_bytes
 from search.run import Drawn, Expand, Outcome, SearchRun
 from search.strategies import STRATEGIES
 
@@ -62,7 +64,14 @@ def drive(runs: Sequence[SearchRun], source: Source, *, start: float,
         batch = [(runs[i], req) for i, reqs in pending.items() for req in reqs]
         if not batch:
             break
-        drawn = source.draw(batch)
+        try:
+            drawn = source.draw(batch)
+        except MemoryError:  # the engine's KV limit: give up the problem holding the most KV, retry the rest
+            victim = max(pending, key=lambda i: live_kv_bytes(runs[i].tree, runs[i].handles, runs[i].kv_bytes))
+            gens[victim].close()
+            del pending[victim]
+            finish(victim, Outcome(None, "max_kv_bytes"))
+            continue
         for (run, req), children in zip(batch, drawn, strict=True):
             run.add_children(req.node, children)
         for i, reqs in pending.items():

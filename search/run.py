@@ -154,4 +154,6 @@ class SearchRun:
             return "max_tokens"
         if cfg.time_limit_s is not None and elapsed_s >= cfg.time_limit_s:
             return "time_limit"
+        if cfg.max_kv_bytes is not None and live_kv_bytes(self.tree, self.handles, self.kv_bytes) > cfg.max_kv_bytes:
+            return "max_kv_bytes"
         return None

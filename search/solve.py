@@ -125,8 +125,13 @@ class _EngineSource:
         samples: list[tuple[StepSample, ...]] = [()] * len(batch)
         for temperature, idx in by_temperature.items():
             requests = [self._request(*batch[k]) for k in idx]
-            results = self.engine.expand(requests, temperature=temperature, top_p=cfg.top_p,
-                                         max_step_tokens=cfg.max_step_tokens)
+            try:
+                results = self.engine.expand(requests, temperature=temperature, top_p=cfg.top_p,
+                                             max_step_tokens=cfg.max_step_tokens)
+            except MemoryError:  # free what this round drew already; the driver gives up one problem
+                for s in (s for ss in samples for s in ss if s.state is not None):
+                    self.engine.release(s.state)
+                raise
             if len(results) != len(requests):
                 raise RuntimeError(f"engine.expand returned {len(results)} results for {len(requests)} requests")
             for k, req, res in zip(idx, requests, results):
