@@ -59,10 +59,35 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON line and fsync: a record is either whole on disk or (if killed mid-write) a
-    torn last line that readers of results files skip."""
+    torn last line that readers of results files skip. The next append cuts such a torn tail off
+    first, so it never glues onto the new record in the middle of the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_torn_tail(path)
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _drop_torn_tail(path: Path, chunk: int = 1 << 16) -> None:
+    """Truncate ``path`` after its last newline when it does not end with one (a killed append)."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            cut = f.read(pos - start).rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+            pos = start
+        f.truncate(0)
