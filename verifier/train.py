@@ -1,8 +1,9 @@
 """``train_verifier``: labels → cached hidden states (policy frozen) → the head → diagnostics.
 
 Problems are split by id into train / val (early stopping on its AUROC) / test (the reported
-metrics). The loss is BCE on the head's logit with ``pos_weight = n_neg / n_pos`` so both classes
-weigh the same whatever the error rate of the label source; MC labels enter as soft targets.
+metrics). The loss is BCE on the head's logit with per-row weights that give every (label source, class)
+cell the same total weight, so both classes and all sources count whatever their error rates;
+MC labels enter as soft targets.
 """
 
 from __future__ import annotations
@@ -120,21 +121,43 @@ def _both_classes(labels: torch.Tensor, what: str) -> tuple[float, float]:
     return n_pos, n_neg
 
 
+def _row_weights(train: Features) -> torch.Tensor:
+    """Per-row loss weights ``[N]`` that give every (label source, class) cell the same total weight,
+    so a rare class (injected errors are ~1% of prefixes) and a small source count as much as the rest."""
+    src = torch.tensor([sorted(set(train.sources)).index(s) for s in train.sources])[train.sequence]
+    cell = src * 2 + (train.labels >= 0.5).long()
+    counts = torch.bincount(cell, minlength=int(cell.max()) + 1).float()
+    w = 1.0 / counts[cell]
+    return w * (len(train) / w.sum())  # mean weight 1
+
+
+def _val_auroc(head: VerifierHead, val: Features) -> float | None:
+    """Mean over label sources of the held-out AUROC (sources whose labels hold one class are skipped)."""
+    scores = head.score(val.hidden).numpy()
+    values = []
+    for source in sorted(set(val.sources)):
+        rows = val.rows_of(source=source).numpy()
+        y = (val.labels.numpy()[rows] >= 0.5)
+        if 0 < y.sum() < y.size:
+            values.append(auroc(scores[rows], y))
+    return sum(values) / len(values) if values else None
+
+
 def fit_head(train: Features, val: Features | None, *, width: int = 256, dropout: float = 0.0, lr: float = 2e-3,
              weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 40, patience: int = 6, seed: int = 0,
              fingerprint: str | None = None, progress: bool = True) -> tuple[VerifierHead, list[dict]]:
-    """Train a head on ``train`` (BCE with pos_weight, AdamW); keep the epoch with the best ``val``
-    AUROC (all epochs when ``val`` lacks a class). Returns the head (eval mode) and the history."""
-    n_pos, n_neg = _both_classes(train.labels, "training")
+    """Train a head on ``train`` (class- and source-balanced BCE, AdamW); keep the epoch with the best
+    ``val`` AUROC (mean over sources; all epochs when no source of ``val`` has both classes).
+    Returns the head (eval mode) and the per-epoch history."""
+    _both_classes(train.labels, "training")
     if not torch.isfinite(train.hidden).all():
         raise ValueError("the training hidden states hold NaN/inf: the policy's forward produced non-finite features")
-    use_val = val is not None and len(val) > 0 and 0 < int((val.labels >= 0.5).sum()) < len(val)
+    weights = _row_weights(train)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         head = VerifierHead(int(train.hidden.shape[1]), width=width, dropout=dropout, tokenizer_fingerprint=fingerprint)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_neg / max(n_pos, 1e-6)))
     best, best_state, bad, history = -1.0, None, 0, []
     bar = tqdm(range(epochs), desc="train verifier", disable=not progress)
     for epoch in bar:
@@ -143,23 +166,25 @@ def fit_head(train: Features, val: Features | None, *, width: int = 256, dropout
         total = 0.0
         for start in range(0, len(train), batch_size):
             idx = perm[start:start + batch_size]
-            loss = loss_fn(head(train.hidden[idx]), train.labels[idx])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                head(train.hidden[idx]), train.labels[idx], weight=weights[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * idx.numel()
         record = {"epoch": epoch, "train_loss": total / len(train)}
-        if use_val:
-            record["val_auroc"] = auroc(head.score(val.hidden).numpy(), val.labels.numpy())
+        val_auroc = _val_auroc(head, val) if val is not None and len(val) else None
+        if val_auroc is not None:
+            record["val_auroc"] = val_auroc
         history.append(record)
         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k != "epoch"})
-        score = record.get("val_auroc", epoch)  # no validation: the last epoch is the best
+        score = val_auroc if val_auroc is not None else epoch  # no validation: the last epoch is the best
         if score > best:
             best, bad = score, 0
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
         else:
             bad += 1
-            if use_val and bad >= patience:
+            if val_auroc is not None and bad >= patience:
                 break
     head.load_state_dict(best_state)
     head.eval()
