@@ -27,7 +27,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - argparse's wo
 class EvalConfig:
     """What to evaluate, on what, and where the results go."""
 
-    out: str = _f(None, "results folder: config.json, results.jsonl, summary.md (and trees/)")
+    out: str = _f(None, "results folder: config.json, results.jsonl, summary.md (and trees/); a rerun with the "
+                  "same flags (or a larger --n) resumes")
     run: str | None = _f(None, "a run folder (policy/ and verifier/), a policy folder, or a hub model name")
     model: str | None = _f(None, "same as --run (a model name or folder; for --task gsm8k with a real model)")
     method: Literal["decode", "decode-soft", "greedy", "best_of_n", "beam", "mcts"] = _f(
@@ -99,9 +100,11 @@ def run_eval(config: EvalConfig, *, progress: bool = True) -> list[dict] | None:
     problems = load_problems(config.task, config.n, seed=config.seed, split=config.split)
     signal = "policy" if config.method in ("decode", "decode-soft") else config.signal
     policy, verifier, ident = load_source(config.source, signal=signal)
-    h = config_hash(config, ignore=("batch_size", "trees"), source=ident)
+    # n may grow on a rerun (the first N problems of a split do not change): only the new ones run
+    ignore = ("batch_size", "trees", "n")
+    h = config_hash(config, ignore=ignore, source=ident)
     check_config(out, {"config_hash": h, "config": dataclasses.asdict(config), "source": ident}, command="eval",
-                 ignore=("batch_size", "trees"))
+                 ignore=ignore)
     kw: dict[str, Any] = dict(policy=policy, method=config.method, seed=config.seed, batch_size=config.batch_size,
                               progress=progress, extra={"config_hash": h})
     if config.method in ("decode", "decode-soft"):
@@ -111,8 +114,9 @@ def run_eval(config: EvalConfig, *, progress: bool = True) -> list[dict] | None:
         if config.trees:
             kw.update(trees_dir=out / "trees", trees_limit=config.trees)
     evaluate_shard(problems, out, shard, tag=config.method, done=done_keys(out), **kw)
+    ids = {str(p.id) for p in problems}
     rows = finish(out, shard, order=problem_order(p.id for p in problems),
-                  keep=lambda r: r.get("config_hash") == h)
+                  keep=lambda r: r.get("config_hash") == h and str(r.get("problem_id")) in ids)
     if rows is not None:
         _write_summary(out, config, rows, ident)
     return rows

@@ -130,9 +130,10 @@ def run_sweep(config: SweepConfig, *, progress: bool = True) -> list[dict] | Non
     out = Path(config.out)
     problems = load_problems(config.task, config.n, seed=config.seed, split=config.split)
     policy, verifier, ident = load_source(config.source, signal=config.signal)
-    h = config_hash(config, ignore=("batch_size",), source=ident)
+    ignore = ("batch_size", "n")  # a larger --n on a rerun only adds problems
+    h = config_hash(config, ignore=ignore, source=ident)
     check_config(out, {"config_hash": h, "config": dataclasses.asdict(config), "grid": config.grid, "source": ident},
-                 command="sweep", ignore=("batch_size",))
+                 command="sweep", ignore=ignore)
     done = done_keys(out)
     # the recorded run first (τ = 1), so the replay can start while nothing else is pending
     for tau in sorted(config.grid, key=lambda t: t != 1.0):
@@ -148,8 +149,9 @@ def run_sweep(config: SweepConfig, *, progress: bool = True) -> list[dict] | Non
         for row in replay_rows(out, mine, config.grid, done=done, extra={"config_hash": h}, progress=progress):
             append_jsonl(rank_path(out, shard[0]), row)
     order = problem_order(p.id for p in problems)
+    ids = {str(p.id) for p in problems}
     rows = finish(out, shard, order=lambda r: (r.get("threshold") or 0.0, *order(r)),
-                  keep=lambda r: r.get("config_hash") == h)
+                  keep=lambda r: r.get("config_hash") == h and str(r.get("problem_id")) in ids)
     if rows is not None:
         write_report(out, config, rows)
     return rows
