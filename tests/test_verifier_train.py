@@ -10,7 +10,8 @@ from policy import tiny_policy
 from verifier import VerifierHead, load_verifier
 from verifier.config import VerifierTrainConfig
 from verifier.features import Features
-from verifier.train import fit_head, split_problems, train_verifier
+from verifier.metrics import auroc
+from verifier.train import calibrate, fit_head, split_problems, train_verifier
 
 H = 32
 
@@ -33,10 +34,10 @@ def policy():
 def test_parameters_change_after_one_step():
     train = _features([0, 1] * 16)
     torch.manual_seed(0)
-    before = VerifierHead(H, width=16).state_dict()
+    before = {k: v.detach().clone() for k, v in VerifierHead(H, width=16).named_parameters()}
     head, history = fit_head(train, None, width=16, epochs=1, batch_size=len(train), seed=0, progress=False)
     assert len(history) == 1
-    after = head.state_dict()
+    after = dict(head.named_parameters())
     assert before.keys() == after.keys()
     for name in before:
         assert not torch.equal(before[name], after[name]), f"{name} did not move"
@@ -99,3 +100,17 @@ def test_config_and_cli_errors(tmp_path, capsys):
         VerifierTrainConfig(out="x")
     assert main(["train-verifier", "--policy", str(tmp_path / "nope" / "run"), "--out", str(tmp_path / "o")]) == 2
     assert "no policy at" in capsys.readouterr().err
+
+
+def test_calibration_keeps_ranking_and_fixes_the_prior(tmp_path):
+    train, val = _features([0] * 19 + [1], seed=2), _features([0] * 19 + [1], seed=3)
+    head, _ = fit_head(train, None, width=16, epochs=5, progress=False)
+    before = head.score(val.hidden)
+    scale, bias = calibrate(head, val)
+    after = head.score(val.hidden)
+    assert scale > 0
+    assert auroc(after.numpy(), val.labels.numpy()) == pytest.approx(auroc(before.numpy(), val.labels.numpy()))
+    rate = float(val.labels.mean())
+    assert abs(float(after.mean()) - rate) < abs(float(before.mean()) - rate)
+    head.save(tmp_path / "h")
+    torch.testing.assert_close(load_verifier(tmp_path / "h").score(val.hidden), after)

@@ -39,7 +39,8 @@ def tokenizer_fingerprint(tokenizer, backtrack_id: int | None) -> str:
 
 
 class VerifierHead(nn.Module):
-    """LayerNorm → Linear(H, width) → GELU → Dropout → Linear(width, 1), in fp32.
+    """LayerNorm → Linear(H, width) → GELU → Dropout → Linear(width, 1), in fp32, then a Platt
+    scale and bias (identity until calibrated on held-out prefixes).
 
     ``forward(hidden [N, H]) -> logits [N]``; ``score(hidden [N, H]) -> P(backtrack) [N]`` in [0, 1].
     ``tokenizer_fingerprint`` (set by training) ties the head to the policy it reads.
@@ -61,6 +62,9 @@ class VerifierHead(nn.Module):
         self.net = nn.Sequential(
             nn.LayerNorm(hidden_size), nn.Linear(hidden_size, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, 1)
         ).float()
+        # Platt calibration, set after training (``verifier.train.calibrate``): logit = scale · mlp + bias.
+        self.register_buffer("logit_scale", torch.ones(()))
+        self.register_buffer("logit_bias", torch.zeros(()))
 
     def _check(self, hidden: torch.Tensor) -> torch.Tensor:
         if not isinstance(hidden, torch.Tensor):
@@ -81,7 +85,7 @@ class VerifierHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits ``[N]`` of P(backtrack) from hidden states ``[N, H]`` (any float dtype)."""
-        return self.net(self._check(hidden)).squeeze(-1)
+        return self.net(self._check(hidden)).squeeze(-1) * self.logit_scale + self.logit_bias
 
     @torch.no_grad()
     def score(self, hidden: torch.Tensor) -> torch.Tensor:

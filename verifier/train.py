@@ -36,7 +36,7 @@ from verifier.labels import (
 from verifier.metrics import auroc
 from verifier.report import evaluate, summary_table, write_plots
 
-__all__ = ["build_labels", "fit_head", "load_frozen_policy", "split_problems", "train_verifier"]
+__all__ = ["build_labels", "calibrate", "fit_head", "load_frozen_policy", "split_problems", "train_verifier"]
 
 
 def load_frozen_policy(spec: str) -> Policy:
@@ -191,6 +191,36 @@ def fit_head(train: Features, val: Features | None, *, width: int = 256, dropout
     return head, history
 
 
+@torch.enable_grad()
+def calibrate(head: VerifierHead, val: Features, *, steps: int = 200) -> tuple[float, float]:
+    """Platt scaling on held-out prefixes: fit ``logit_scale``/``logit_bias`` by unweighted BCE.
+
+    The balanced training loss shifts the head's prior towards errors (a clean prefix would read
+    P ≈ 0.5 where its true rate is ~1%); this undoes the shift without changing the ranking
+    (the scale is kept positive). Skipped (identity) when ``val`` lacks a class."""
+    y = (val.labels >= 0.5)
+    if len(val) == 0 or not 0 < int(y.sum()) < len(val):
+        return 1.0, 0.0
+    with torch.no_grad():
+        head.logit_scale.fill_(1.0)
+        head.logit_bias.fill_(0.0)
+        z = head.eval()(val.hidden)
+    log_a, b = torch.zeros((), requires_grad=True), torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([log_a, b], lr=0.5, max_iter=steps)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z * log_a.exp() + b, val.labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        head.logit_scale.fill_(float(log_a.exp()))
+        head.logit_bias.fill_(float(b))
+    return float(head.logit_scale), float(head.logit_bias)
+
+
 def _feature_key(config: VerifierTrainConfig, policy: Policy) -> str:
     """What the cached features depend on: the label-building fields and the policy's identity."""
     skip = {"out", "width", "dropout", "lr", "weight_decay", "batch_size", "epochs", "patience", "test_share", "val_share"}
@@ -223,6 +253,7 @@ def train_verifier(config: VerifierTrainConfig, *, policy: Policy | None = None,
     head, history = fit_head(parts["train"], parts["val"], width=config.width, dropout=config.dropout, lr=config.lr,
                              weight_decay=config.weight_decay, batch_size=config.batch_size, epochs=config.epochs,
                              patience=config.patience, seed=config.seed, fingerprint=fingerprint, progress=progress)
+    scale, bias = calibrate(head, parts["val"])
     test = evaluate(head, parts["test"])
     metrics = {
         "labels": config.labels, "policy": config.policy, "hidden_size": policy.hidden_size,
@@ -230,7 +261,7 @@ def train_verifier(config: VerifierTrainConfig, *, policy: Policy | None = None,
         "n_positive": {name: int((f.labels >= 0.5).sum()) for name, f in parts.items()},
         "n_problems": {name: len(ids) for name, ids in split.items()},
         "epochs_run": len(history), "best_val_auroc": max((h.get("val_auroc", -1) for h in history), default=None),
-        "history": history, "test": test,
+        "calibration": {"logit_scale": scale, "logit_bias": bias}, "history": history, "test": test,
     }
     head.save(out / "verifier", extra={"labels": config.labels, "policy": config.policy})
     atomic_write_json(out / "metrics.json", metrics)
