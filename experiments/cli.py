@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("experiments.cmd_demo", "the whole pipeline on the built-in task: train, verify, search, sweep, report"),
     "data": ("experiments.cmd_data", "build a dataset (problems, injected errors, DPO pairs) and print its statistics"),
     "train-policy": ("experiments.cmd_train", "train a policy: SFT (clean/naive/masked/hard), step-level DPO, on-policy round"),
+    "generate": ("experiments.cmd_generate", "decode one question with rewinds; print the raw trace (⟨b⟩ visible) and the text"),
     "solve": ("experiments.cmd_solve", "search one problem (greedy, best_of_n, beam, mcts) and print answer, path, stats"),
     "train-verifier": ("experiments.cmd_train_verifier", "train the verifier head on a frozen policy (labels: injected, rollouts, mc, mix) and report its diagnostics"),
     "bench": ("experiments.cmd_bench", "benchmarks: speed ratios against model.generate, re-encoding and clean SFT; writes a table + JSON"),
