@@ -7,6 +7,8 @@ from these classes instead of writing them twice. Sweeps use ``dataclasses.repla
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,6 +48,12 @@ class SearchConfig:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
                 or not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be a number in [0, 1], got {self.threshold!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise ValueError(f"{type(self).__name__}.seed must be an integer, got {self.seed!r}")
+        for name in ("temperature", "top_p") + (("time_limit_s",) if self.time_limit_s is not None else ()):
+            _number(self, name)
+        if not isinstance(self.share_kv, bool):
+            raise ValueError(f"share_kv must be True or False, got {self.share_kv!r}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
@@ -79,6 +87,7 @@ class GreedyConfig(SearchConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least(self, "retries", 0)
+        _number(self, "retry_temperature")
         if self.retry_temperature <= 0:
             raise ValueError(f"retry_temperature must be > 0, got {self.retry_temperature}")
 
@@ -126,6 +135,7 @@ class MCTSConfig(SearchConfig):
         super().__post_init__()
         _at_least(self, "simulations", 1)
         _at_least(self, "children", 1)
+        _number(self, "c_puct")
         if self.c_puct < 0:
             raise ValueError(f"c_puct must be >= 0, got {self.c_puct}")
         _one_of(self, "answer", ("visits", "weighted"))
@@ -174,6 +184,12 @@ def _at_least(cfg: SearchConfig, name: str, low: int) -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{type(cfg).__name__}.{name} must be an integer >= {low}, got {value!r}")
+
+
+def _number(cfg: SearchConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise ValueError(f"{type(cfg).__name__}.{name} must be a number, got {value!r}")
 
 
 def _one_of(cfg: SearchConfig, name: str, choices: tuple[str, ...]) -> None:

@@ -95,6 +95,8 @@ def _check_node_types(data: dict[str, Any]) -> None:
 def load_tree(path: str | os.PathLike[str]) -> Tree:
     """Read a tree written by ``export_tree(..., "x.json")``; a clear ``ValueError`` names the bad field."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a tree file (write one with `rewind solve --export FILE.json`)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

@@ -74,6 +74,8 @@ def solve_many(
     cfg = make_config(strategy, config, threshold, **knobs)
     if isinstance(problems, (str, bytes)) or hasattr(problems, "question"):
         raise ValueError("solve_many takes a list of problems; use solve() for one")
+    if not isinstance(problems, Iterable):
+        raise ValueError(f"solve_many takes a list of problems, got {type(problems).__name__}")
     problems = list(problems)
     questions = [_question(p, cfg) for p in problems]
     if not problems:
