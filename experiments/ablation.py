@@ -30,7 +30,7 @@ MODES = ("clean", "naive", "masked", "hard", "hard+dpo", "hard+onpolicy")
 INFERENCE = {"greedy-soft": ("decode-soft", None), "greedy-rewind": ("decode", None),
              "best-of-n": ("best_of_n", "verifier"), "beam+verifier": ("beam", "verifier"),
              "mcts+verifier": ("mcts", "verifier"), "beam+P(b)": ("beam", "policy"), "mcts+P(b)": ("mcts", "policy")}
-SMOKE = dict(n=8, seeds="0", max_steps=3, train_problems=48, harvest_problems=8, verifier_problems=12,
+SMOKE = dict(n=8, seeds="0", max_steps=3, train_problems=48, harvest_problems=8, verifier_problems=24,
              calibration_problems=3, budget=2, beam_samples=2, max_new_tokens=48,
              search_knobs="max_depth=3,max_step_tokens=24")
 
