@@ -55,7 +55,7 @@ class Sizes:
     train_batch: int = 16  # training row: examples per step
     train_steps: int = 8  # training row: timed steps per mode
     scale_problems: tuple[int, ...] = (1, 8, 64)
-    scale_widths: tuple[int, ...] = (1, 2, 4, 8)
+    scale_simulations: tuple[int, ...] = (8, 16, 32)  # MCTS simulations: tree size grows with them
 
     def __post_init__(self) -> None:
         for name in ("reps", "decode_tokens", "rewind_reps", "step_tokens", "depth", "beam_width", "beam_samples",
@@ -64,8 +64,8 @@ class Sizes:
                 raise ValueError(f"Sizes.{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"Sizes.warmup must be >= 0, got {self.warmup}")
-        if len(self.scale_problems) < 2 or len(self.scale_widths) < 2:
-            raise ValueError("scaling needs at least two problem counts and two widths for a line fit")
+        if len(self.scale_problems) < 2 or len(self.scale_simulations) < 2:
+            raise ValueError("scaling needs at least two problem counts and two simulation counts for a line fit")
 
     @classmethod
     def full(cls) -> Sizes:
@@ -75,7 +75,7 @@ class Sizes:
     def smoke(cls) -> Sizes:
         return cls(reps=1, warmup=0, decode_tokens=6, decode_batches=(1, 4), rewind_reps=20, step_tokens=4,
                    depth=2, beam_width=2, beam_samples=2, mcts_simulations=4, best_of=2, train_batch=4,
-                   train_steps=1, scale_problems=(1, 2), scale_widths=(1, 2))
+                   train_steps=1, scale_problems=(1, 2), scale_simulations=(2, 4))
 
 
 @dataclass(frozen=True, kw_only=True)

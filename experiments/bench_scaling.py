@@ -87,23 +87,25 @@ def scaling_rows(setup: Setup) -> list[Row]:
                          f"{fit['exponent']:.2f}. Points: " + ", ".join(
                              f"{p['problems']}→{p['wall_s']:.2f}s/{p['tokens_run']:,}tok" for p in points) + ".",
                     extra={"points": points, "fit": fit}))
-    # (b) tree size: one problem, wider beams
+    # (b) tree size: one problem, MCTS with more simulations (each adds K=4 children)
     points = []
-    for w in s.scale_widths:
-        wall, sols = _median_run(setup, _beam(setup, 1, w, 2))
+    for sims in s.scale_simulations:
+        wall, sols = _median_run(setup, lambda sims=sims: search.solve_many(
+            setup.problems[:1], strategy="mcts", policy=setup.policy, simulations=sims, threshold=1.0,
+            max_step_tokens=s.step_tokens, max_depth=s.depth, seed=setup.cfg.seed))
         st = sols[0].stats
-        points.append({"width": w, "nodes": st["nodes"], "tokens_in_tree": st["tokens_in_tree"],
+        points.append({"simulations": sims, "nodes": st["nodes"], "tokens_in_tree": st["tokens_in_tree"],
                        "tokens_run": st["tokens_run"], "wall_s": wall})
     fit = line_fit([p["tokens_in_tree"] for p in points], [p["wall_s"] for p in points])
     lo, hi = points[0], points[-1]
     per = (lo["wall_s"] / lo["tokens_in_tree"]) / (hi["wall_s"] / hi["tokens_in_tree"])
-    rows.append(Row(id="6b", name=f"tree of {hi['nodes']} nodes (beam W={hi['width']} M=2): wall per 1k tree tokens",
+    rows.append(Row(id="6b", name=f"tree of {hi['nodes']} nodes (MCTS {hi['simulations']} sims): wall per 1k tree tokens",
                     ours=1000 * hi["wall_s"] / hi["tokens_in_tree"], peer=1000 * lo["wall_s"] / lo["tokens_in_tree"],
                     unit="s", peer_name=f"tree of {lo['nodes']} nodes", ratio=per,
-                    ratio_means="per-token wall of the smallest tree ÷ of the largest",
+                    ratio_means="per-token wall of the smallest tree ÷ of the largest (1 = linear growth)",
                     note=f"fit wall = {fit['slope'] * 1000:.3g} s per 1k tokens + {fit['intercept']:.3g} s; wall ∝ "
                          f"tokens^{fit['exponent']:.2f}. Points: " + ", ".join(
-                             f"W={p['width']}: {p['nodes']} nodes/{p['tokens_in_tree']:,}tok→{p['wall_s']:.2f}s"
+                             f"{p['simulations']} sims: {p['nodes']} nodes/{p['tokens_in_tree']:,}tok→{p['wall_s']:.2f}s"
                              for p in points) + ".",
                     extra={"points": points, "fit": fit}))
     for r in rows:
