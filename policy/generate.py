@@ -67,6 +67,8 @@ def _encode_prompts(policy: Policy, prompts: Sequence[str] | Sequence[Sequence[i
     out = []
     vocab = policy.model.get_input_embeddings().weight.shape[0]
     for i, p in enumerate(prompts):
+        if not isinstance(p, (str, Sequence)) or isinstance(p, bytes):
+            raise ValueError(f"prompt {i} is a {type(p).__name__}; prompts must be a list of strings (or of token-id lists)")
         ids = policy.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
         if not ids:
             raise ValueError(f"prompt {i} is empty")
@@ -105,12 +107,18 @@ def generate(
     hidden [n, H])`` is called after every forward with the prompt indices of the rows fed, their
     raw next-token logits and last-layer hidden states — the verifier's hook, at no extra forward.
     """
+    if not (hasattr(policy, "model") and hasattr(policy, "tokenizer")):
+        raise ValueError(f"policy must be a policy.Policy (tiny_policy() or load_policy(...)), got {type(policy).__name__}")
     if rewind and policy.backtrack_id is None:
         raise ValueError("rewind=True needs a policy with the backtrack token; load it with add_backtrack=True")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if max_backtracks < 0 or max_backtracks_per_step < 0:
-        raise ValueError("max_backtracks and max_backtracks_per_step must be >= 0")
+    for name, value, low in (("max_backtracks", max_backtracks, 0), ("max_backtracks_per_step", max_backtracks_per_step, 0),
+                             ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if isinstance(backtrack_bias, bool) or not isinstance(backtrack_bias, (int, float)):
+        raise ValueError(f"backtrack_bias must be a number, got {backtrack_bias!r}")
     if not math.isfinite(backtrack_bias) and backtrack_bias != float("-inf"):
         raise ValueError(f"backtrack_bias must be finite or -inf, got {backtrack_bias}")
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p)
