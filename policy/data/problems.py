@@ -111,8 +111,12 @@ def _load_hub(split: str) -> list[Problem] | None:
 
 def _load_jsonl(path: Path, prefix: str) -> list[Problem]:
     problems = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             try:
@@ -134,6 +138,9 @@ def load_gsm8k(split_or_path: str | os.PathLike = "train") -> list[Problem]:
     Any other value is a path to a JSONL file with ``question`` and ``answer`` fields; a
     malformed line raises ``ValueError`` with its line number. Ids are ``gsm8k-<split>-<index>``.
     """
+    if not isinstance(split_or_path, (str, os.PathLike)):
+        raise ValueError(f"load_gsm8k takes a split ({', '.join(GSM8K_SPLITS)}) or a JSONL path, "
+                         f"got {type(split_or_path).__name__}")
     name = os.fspath(split_or_path)
     if name in GSM8K_SPLITS:
         hub = _load_hub(name)
