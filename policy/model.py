@@ -173,9 +173,12 @@ def load_policy(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as e:
+    except Exception as e:  # OSError, a JSON error, a truncated safetensors file (SafetensorError), ...
         if path.exists():
-            raise ValueError(f"could not load the policy in {path}: {e}") from e
+            raise ValueError(f"could not load the policy in {path} (corrupted or half-written?): "
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        if not isinstance(e, OSError):
+            raise
         raise ValueError(
             f"could not load model {source!r}: it is not a local folder, and the Hugging Face hub is "
             "unreachable or has no such model. Download it where you have network access and pass the "
