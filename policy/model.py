@@ -163,6 +163,9 @@ def load_policy(
             )
         _read_meta(path)
         source = str(path)
+    elif path.is_absolute() or str(name_or_path).startswith((".", "~")) or str(name_or_path).count("/") > 1:
+        raise FileNotFoundError(f"{path} does not exist (expected a policy folder: a save_pretrained folder, "
+                                "e.g. a run's policy/ folder)")  # a path, not a hub name ("org/name")
     else:
         source = str(name_or_path)
     kwargs = {}
