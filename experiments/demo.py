@@ -70,6 +70,8 @@ class DemoConfig:
             raise ValueError("thresholds must lie in [0, 1]")
         if not self.out:
             raise ValueError("out (the run folder) is required")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range, checked before any work
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
 
     def resolved(self) -> DemoConfig:
         """The configuration actually run: ``quick`` replaces the sizes by smoke sizes."""

@@ -83,6 +83,8 @@ class TrainConfig:
         for name in ("num_epochs", "lr", "beta", "harvest_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range (the Trainer seeds numpy), checked before any work
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 (use num_epochs) or >= 1, got {self.max_steps}")
         if not 0 <= self.warmup_ratio < 1:
