@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,3 +79,36 @@ def test_any_slice_of_the_shipped_gsm8k_loads_as_the_same_problems(tmp_path_fact
                                                                       for p in full]
     for p, line in zip(sliced, lines[start:start + count]):
         assert json.loads(line)["question"] == p.question
+
+
+def _real_gsm8k_through_builders(problems) -> None:
+    """GSM8K problems → SFT and DPO datasets (char tokenizer) → the hard Collator: every example
+    applies its backspaces to its clean ids, and every collated row is the cache layout."""
+    from policy import tiny_policy
+    from policy.backtrack import backtrack_token_id
+    from policy.data import build_dataset
+
+    tok = tiny_policy(hidden_size=8, num_layers=1, num_heads=1, num_kv_heads=1).tokenizer
+    bid = backtrack_token_id(tok)
+    sft = build_dataset("sft", problems, tok, seed=0, progress=False)
+    assert len(sft) > 0.9 * len(problems)  # the rest are counted skips, never silent
+    collate = Collator(mode="hard", pad_token_id=tok.pad_token_id, backtrack_id=bid, attn_form="bool")
+    for start in range(0, len(sft), 16):
+        rows = [sft[i] for i in range(start, min(start + 16, len(sft)))]
+        out = collate(rows)
+        for b, row in enumerate(rows):
+            ids, p = row["input_ids"], row["prompt_len"]
+            assert ids[:p] + apply_backspaces(ids[p:], bid) == row["clean_ids"]
+            ref = cache_layout(ids, bid, prompt_len=p)
+            assert torch.equal(out["position_ids"][b, :len(ids)], ref.position_ids)
+    dpo = build_dataset("dpo", problems, tok, seed=0, progress=False)
+    assert len(dpo) > 0
+
+
+def test_real_gsm8k_sample_through_builders_and_collator():
+    _real_gsm8k_through_builders(load_gsm8k("train")[:60] + load_gsm8k("test")[-60:])
+
+
+@pytest.mark.slow
+def test_all_of_real_gsm8k_through_builders_and_collator():
+    _real_gsm8k_through_builders(load_gsm8k("train") + load_gsm8k("test"))
