@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -31,9 +33,7 @@ def plot_methods(summary: list[dict], path: Path, labels: dict[str, str]) -> Pat
     b.set_ylabel("accuracy (%)")
     b.set_title("accuracy vs compute")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_sweep(sweep: list[dict], path: Path) -> Path:
@@ -52,6 +52,17 @@ def plot_sweep(sweep: list[dict], path: Path) -> Path:
     b.set_ylabel("accuracy (%)")
     b.set_title("accuracy vs tokens")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write the figure under a temporary name and rename it into place (a kill leaves no torn PNG)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
     return path
