@@ -34,15 +34,15 @@ class TrainConfig:
     init: str | None = _f(None, "dpo: the SFT run folder (or policy folder) to start from; also the reference")
     harvest_from: str | None = _f(None, "on-policy round: sample this run's policy and add its own wrong steps")
     # data
-    num_problems: int = _f(3000, "training problems (>= 1); each gives one or more examples")
+    num_problems: int = _f(8000, "training problems (>= 1); each gives one or more examples")
     num_eval: int = _f(128, "held-out problems for the eval loss (>= 1)")
     max_length: int = _f(512, "longest training sequence in tokens; longer ones are an error, not truncated")
     # optimisation
     max_steps: int = _f(-1, "stop after this many optimiser steps (-1: run num_epochs)")
-    num_epochs: float = _f(1.0, "passes over the training examples (> 0)")
+    num_epochs: float = _f(2.0, "passes over the training examples (> 0)")
     batch_size: int = _f(32, "examples per device per step (>= 1)")
     grad_accum: int = _f(1, "gradient accumulation steps (>= 1)")
-    lr: float = _f(2e-3, "peak learning rate (> 0); the tiny policy likes 1e-3..3e-3, real models ~1e-5")
+    lr: float = _f(3e-3, "peak learning rate (> 0); the tiny policy likes 1e-3..3e-3, real models ~1e-5")
     lr_scheduler: str = _f("cosine", "transformers scheduler name (cosine, linear, constant, ...)")
     warmup_ratio: float = _f(0.03, "share of steps spent warming the learning rate up, in [0, 1)")
     weight_decay: float = _f(0.0, "AdamW weight decay (>= 0)")

@@ -39,9 +39,9 @@ class Difficulty:
     min_steps: int = 2  # fewest annotated steps, >= 1
     max_steps: int = 3  # most annotated steps, >= min_steps, <= 8
     min_operand: int = 2  # smallest number in a question, >= 1
-    max_operand: int = 20  # largest number in a question, >= min_operand + 1
-    max_result: int = 999  # every intermediate value stays in [0, max_result]
-    max_factor: int = 9  # the count in a product ("k bags of m"): 2..max_factor, >= 2
+    max_operand: int = 9  # largest number in a question, >= min_operand + 1
+    max_result: int = 99  # every intermediate value stays in [0, max_result]
+    max_factor: int = 4  # the count in a product ("k bags of m"): 2..max_factor, >= 2
     ops: tuple[str, ...] = ("+", "-", "*")  # subset of OPERATIONS; "/" is always exact
 
     def __post_init__(self) -> None:
