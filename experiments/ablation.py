@@ -122,10 +122,14 @@ def _train_config(cfg: AblationConfig, out: Path, mode: str, seed: int):
     if cfg.smoke:
         common.update(num_eval=8, batch_size=8, eval_steps=1000, save_steps=1000, logging_steps=1)
     hard = str(_run_dir(out, "hard", seed) / "policy_run")
+    # The two follow-up rounds continue the trained hard policy: a third of its steps at a lower
+    # learning rate (DPO is known to need a small one; Rafailov et al. 2023 use 1e-6 on large models).
+    follow_up = dict(common, max_steps=max(1, cfg.max_steps // 3) if cfg.max_steps > 0 else -1)
     if mode == "hard+dpo":
-        return TrainConfig(mode="dpo", init=hard, **common)
+        return TrainConfig(mode="dpo", init=hard, lr=5e-4, **{k: v for k, v in follow_up.items()})
     if mode == "hard+onpolicy":
-        return TrainConfig(mode="hard", harvest_from=hard, harvest_problems=cfg.harvest_problems, **common)
+        return TrainConfig(mode="hard", harvest_from=hard, harvest_problems=cfg.harvest_problems, lr=1e-3,
+                           **follow_up)
     return TrainConfig(mode=mode, **common)
 
 

@@ -50,7 +50,7 @@ class DemoConfig:
     thresholds: tuple[float, ...] = _f((0.2, 0.35, 0.5, 0.65, 0.8, 1.0), "verifier thresholds of the sweep")
     threshold: float = _f(0.5, "pruning threshold of the solve stage, in [0, 1]")
     best_of_n: int = _f(4, "samples of best-of-N (>= 1)")
-    beam_width: int = _f(2, "beam width W (>= 1)")
+    beam_width: int = _f(4, "beam width W (>= 1)")
     beam_samples: int = _f(2, "children per beam M (>= 1)")
     mcts_simulations: int = _f(8, "MCTS simulations (>= 1)")
     mcts_children: int = _f(2, "MCTS children per expansion (>= 1)")

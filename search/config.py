@@ -33,7 +33,7 @@ class SearchConfig:
 
     threshold: float = _f(0.5, "prune a node whose P(backtrack) >= threshold, in [0, 1]; 1 prunes nothing")
     seed: int = _f(0, "run seed; a node's sample depends only on it and the node's path")
-    temperature: float = _f(0.7, "sampling temperature of steps, >= 0 (0 = greedy)")
+    temperature: float = _f(0.4, "sampling temperature of steps, >= 0 (0 = greedy); 0.4 measured best of {0.2, 0.4, 0.7} on the demo policy")
     top_p: float = _f(1.0, "nucleus sampling mass, in (0, 1]")
     max_step_tokens: int = _f(96, "step-length cap in tokens, >= 1")
     max_depth: int = _f(24, "most steps in a solution, >= 1; deeper nodes end without an answer")
