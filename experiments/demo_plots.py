@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_methods", "plot_sweep"]
+__all__ = ["plot_methods"]
 
 
 def plot_methods(summary: list[dict], path: Path, labels: dict[str, str]) -> Path:
@@ -32,25 +32,6 @@ def plot_methods(summary: list[dict], path: Path, labels: dict[str, str]) -> Pat
     b.set_xlabel("tokens generated per problem")
     b.set_ylabel("accuracy (%)")
     b.set_title("accuracy vs compute")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_sweep(sweep: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    t = [s["threshold"] for s in sweep]
-    a.plot(t, [100 * s["accuracy"] for s in sweep], marker="o")
-    a.fill_between(t, [100 * s["ci95"][0] for s in sweep], [100 * s["ci95"][1] for s in sweep], alpha=0.2)
-    a.set_xlabel("verifier threshold τ (prune when P(backtrack) ≥ τ)")
-    a.set_ylabel("accuracy (%)")
-    a.set_title("accuracy vs threshold")
-    b.plot([s["tokens_generated"] for s in sweep], [100 * s["accuracy"] for s in sweep], marker="o")
-    for s in sweep:
-        b.annotate(f"τ={s['threshold']:g}", (s["tokens_generated"], 100 * s["accuracy"]), fontsize=8)
-    b.set_xlabel("tokens generated per problem")
-    b.set_ylabel("accuracy (%)")
-    b.set_title("accuracy vs tokens")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -20,11 +20,14 @@ LABELS = {"decode": "greedy decoding (rewind)", "greedy": "greedy + verifier", "
 
 
 def _knobs(cfg: DemoConfig, method: str) -> dict:
-    return {
+    knobs = {
         "best_of_n": {"n": cfg.best_of_n},
         "beam": {"width": cfg.beam_width, "samples": cfg.beam_samples},
         "mcts": {"simulations": cfg.mcts_simulations, "children": cfg.mcts_children},
     }.get(method, {})
+    if cfg.quick and method != "decode":  # a barely trained policy rambles: keep the smoke run short
+        knobs = {**knobs, "max_depth": 4, "max_step_tokens": 40}
+    return knobs
 
 
 def train_policy(cfg: DemoConfig, run: Path) -> dict:
@@ -66,19 +69,23 @@ def solve(cfg: DemoConfig, run: Path) -> dict:
     for method in METHODS:
         rows = evaluate(problems, policy=pol, verifier=ver, method=method, out=run / "results.jsonl", tag=method,
                         threshold=cfg.threshold, seed=cfg.seed, trees_dir=run / "trees", trees_limit=cfg.example_trees,
-                        **_knobs(cfg, method))
+                        max_new_tokens=96 if cfg.quick else 320, **_knobs(cfg, method))
         acc[method] = sum(r["correct"] for r in rows) / len(rows)
     return {"accuracy": acc}
 
 
 def sweep(cfg: DemoConfig, run: Path) -> dict:
-    pol, ver = _policy_and_verifier(run)
-    problems = generate_problems(cfg.sweep_problems, seed=cfg.seed + 1, split="test")
-    acc = {}
-    for t in cfg.thresholds:
-        rows = evaluate(problems, policy=pol, verifier=ver, method="beam", out=run / "sweep.jsonl",
-                        tag=f"beam@{t:g}", threshold=t, seed=cfg.seed, **_knobs(cfg, "beam"))
-        acc[f"{t:g}"] = sum(r["correct"] for r in rows) / len(rows)
+    """``rewind sweep`` on this run: live beam searches at every threshold, plus the offline
+    replay of the search recorded at threshold 1 (``run/sweep/``)."""
+    from experiments.threshold_sweep import SweepConfig, run_sweep
+
+    grid = sorted(set(cfg.thresholds) | {1.0})
+    sc = SweepConfig(out=str(run / "sweep"), run=str(run), strategy="beam", n=cfg.sweep_problems, seed=cfg.seed + 1,
+                     thresholds=",".join(f"{t:g}" for t in grid),
+                     knobs=",".join(f"{k}={v}" for k, v in _knobs(cfg, "beam").items()))
+    rows = run_sweep(sc, progress=True) or []
+    live = [r for r in rows if r.get("source") == "live"]
+    acc = {f"{t:g}": sum(r["correct"] for r in live if r["threshold"] == t) / max(1, cfg.sweep_problems) for t in grid}
     return {"accuracy": acc}
 
 
@@ -108,13 +115,13 @@ def summary_rows(rows: list[dict], methods) -> list[dict]:
         lo, hi = wilson(k, len(rs))
         out.append({"method": m, "n": len(rs), "correct": k, "accuracy": k / len(rs), "ci95": [lo, hi],
                     "tokens_generated": _mean(rs, "tokens_generated"), "tokens_run": _mean(rs, "tokens_run"),
-                    "nodes_pruned": _mean(rs, "nodes_pruned"), "wall_s": _mean(rs, "wall_s")})
+                    "nodes_pruned": _mean(rs, "nodes_pruned"), "wall_s": _mean(rs, "wall_s_per_problem")})
     return out
 
 
 def _table(summary: list[dict]) -> str:
     head = ("| method | accuracy | 95% CI | tokens generated / problem | tokens run / problem | "
-            "nodes pruned / problem | wall s / problem |\n|---|---|---|---|---|---|---|\n")
+            "nodes pruned / problem | wall s / problem (batched) |\n|---|---|---|---|---|---|---|\n")
     lines = []
     for s in summary:
         f = lambda x, d=1: "–" if x != x else f"{x:.{d}f}"  # noqa: E731 (NaN-safe format)
@@ -125,46 +132,49 @@ def _table(summary: list[dict]) -> str:
 
 
 def report(cfg: DemoConfig, run: Path, log=print) -> dict:
-    from experiments.demo_plots import plot_methods, plot_sweep
+    from experiments.demo_plots import plot_methods
 
     rows = read_results(run / "results.jsonl")
     summary = summary_rows(rows, METHODS)
-    sweep_rows = read_results(run / "sweep.jsonl")
-    sweep = [{"threshold": float(t.split("@")[1]), **s}
-             for t in sorted({r["tag"] for r in sweep_rows}, key=lambda t: float(t.split("@")[1]))
-             for s in summary_rows(sweep_rows, [t])]
-    plots = run / "plots"
-    plot_methods(summary, plots / "accuracy_by_method.png", LABELS)
-    plot_sweep(sweep, plots / "sweep.png")
+    plot_methods(summary, run / "plots" / "accuracy_by_method.png", LABELS)
+    sweep_md = run / "sweep" / "summary.md"
     trees = _export_trees(run)
     vm = json.loads((run / "verifier_train" / "metrics.json").read_text()).get("test", {})
     tm = json.loads((run / "train" / "metrics.json").read_text())
     text = [f"# Rewind demo — {run}\n", f"Config fingerprint `{cfg.fingerprint()}`; "
             f"{'quick' if cfg.quick else 'full'} run; threshold {cfg.threshold}.\n",
             f"\n## Held-out built-in problems ({cfg.eval_problems})\n\n", _table(summary),
-            "\n## Threshold sweep (step beam + verifier)\n\n",
-            "| threshold | accuracy | tokens generated / problem | nodes pruned / problem |\n|---|---|---|---|\n",
-            *[f"| {s['threshold']:g} | {s['correct']}/{s['n']} = {100 * s['accuracy']:.1f}% | "
-              f"{s['tokens_generated']:.1f} | {s['nodes_pruned']:.1f} |\n" for s in sweep],
-            "\n## Verifier (held-out)\n\n", _verifier_lines(vm),
+            "\n## Threshold sweep (step beam + verifier; live runs and the replay of the search recorded at τ=1)\n\n",
+            _demote(sweep_md.read_text()) if sweep_md.exists() else "(no sweep)\n",
+            "\n## Verifier (held-out problems)\n\n", _verifier_lines(vm),
             "\n## Policy training\n\n", "".join(f"- {k}: {v}\n" for k, v in tm.items() if isinstance(v, (int, float, str))),
-            "\n## Files\n\n- `results.jsonl`, `sweep.jsonl`: one line per problem and method\n"
-            "- `plots/accuracy_by_method.png`, `plots/sweep.png`\n",
+            "\n## Files\n\n- `results.jsonl`: one line per problem and method; `sweep/`: the threshold sweep\n"
+            "- `plots/accuracy_by_method.png`, `sweep/accuracy_vs_threshold.png`, `sweep/accuracy_vs_tokens.png`\n",
             *[f"- `{t.relative_to(run)}`\n" for t in trees]]
     md = "".join(text)
     atomic_write_text(run / "summary.md", md)
     log("\n" + md)
-    return {"summary": summary, "sweep": sweep}
+    return {"summary": summary}
+
+
+def _demote(md: str) -> str:
+    """Embed another summary: its headings one level down, its title dropped."""
+    lines = [ln for ln in md.splitlines() if not ln.startswith("# ")]
+    return "\n".join("#" + ln if ln.startswith("#") else ln for ln in lines) + "\n"
 
 
 def _verifier_lines(vm: dict) -> str:
-    out = []
-    for source, m in vm.items():
-        if isinstance(m, dict) and "head" in m:
-            h, b = m["head"], m.get("policy_p_backtrack", {})
-            out.append(f"- {source}: AUROC head {h.get('auroc', float('nan')):.3f} vs policy P(⟨b⟩) "
-                       f"{b.get('auroc', float('nan')):.3f}\n")
-    return "".join(out) or f"- {json.dumps(vm)[:400]}\n"
+    """AUROC of the head and of the policy's own P(⟨b⟩) per label source and level."""
+    out = ["| labels | level | positions (errors) | AUROC head | AUROC policy P(⟨b⟩) | ECE head | false prunes @0.5 |\n",
+           "|---|---|---|---|---|---|---|\n"]
+    f = lambda x: "–" if x is None or x != x else f"{x:.3f}"  # noqa: E731
+    for source, levels in vm.items():
+        for level, m in (levels.items() if isinstance(levels, dict) else []):
+            h, b = m.get("head", {}), m.get("policy_p_backtrack", {})
+            fp = (h.get("false_prune") or {}).get("0.5")
+            out.append(f"| {source} | {level} | {h.get('n', '–')} ({h.get('n_pos', '–')}) | {f(h.get('auroc'))} | "
+                       f"{f(b.get('auroc'))} | {f(h.get('ece'))} | {f(fp)} |\n")
+    return "".join(out)
 
 
 def _export_trees(run: Path) -> list[Path]:

@@ -59,7 +59,7 @@ def _decode_rows(problems, policy, *, rewind: bool, max_new_tokens: int, seed: i
     for g in gens:
         n_b = sum(e.length for e in g.backtracks)
         stats = {"tokens_generated": len(g.raw_ids), "backtracks": n_b, "runs": len(g.backtracks),
-                 "stop_reason": g.stop_reason, "wall_s": wall}
+                 "stop_reason": g.stop_reason, "wall_s": wall, "wall_s_per_problem": wall}
         out.append((extract_answer(g.text), g.text, stats))
     return out
 
@@ -106,7 +106,9 @@ def evaluate(
 
             sols = search.solve_many(chunk, strategy=method, threshold=threshold, policy=policy, verifier=verifier,
                                      seed=seed, **knobs)
-            results = [(s.answer, s.text, dict(s.stats)) for s in sols]
+            # a batch's wall time is shared by its problems: record the per-problem share too
+            results = [(s.answer, s.text, {**s.stats, "wall_s_per_problem": s.stats.get("wall_s", 0.0) / len(chunk)})
+                       for s in sols]
             if trees_dir is not None:
                 for p, s in zip(chunk, sols):
                     if trees_limit is None or mine.index(p) < trees_limit:

@@ -39,10 +39,10 @@ def _policy_dir(spec: Path) -> tuple[Path, Path | None]:
     """(policy folder, verifier folder or None) of a run folder or a bare policy folder."""
     from experiments.wiring import run_parts
 
-    if (spec / "config.json").exists() and not (spec / "policy").exists():
-        return spec, None  # a bare save_pretrained folder
     if (spec / "run.json").exists() or (spec / "policy").is_dir():
         return run_parts(spec)
+    if (spec / "config.json").exists():
+        return spec, None  # a bare save_pretrained folder
     if (spec / "checkpoints").is_dir() or (spec / "train").is_dir():
         raise ValueError(f"{spec} is a half-finished run (checkpoints or stages, but no policy/): finish it "
                          "(rewind train-policy --resume, or rerun rewind demo) before evaluating it")

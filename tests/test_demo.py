@@ -1,0 +1,56 @@
+"""``rewind demo --quick`` end to end: every stage, every artifact, reuse, refusal, default run."""
+
+import json
+
+import pytest
+
+from experiments.cli import main
+from experiments.evaluate import read_results
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("REWIND_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REWIND_RUN", raising=False)
+    return tmp_path
+
+
+def test_demo_quick_end_to_end(home, capsys):
+    run = home / "demo"
+    assert main(["demo", "--quick", "--out", str(run)]) == 0
+    for stage in ("policy", "verifier", "solve", "sweep", "report"):
+        assert json.loads((run / "stages" / f"{stage}.json").read_text())["stage"] == stage
+    rows = read_results(run / "results.jsonl")
+    methods = {r["method"] for r in rows}
+    assert methods == {"decode", "greedy", "best_of_n", "beam", "mcts"}
+    assert len(rows) == 5 * 6 and len({(r["tag"], r["problem_id"]) for r in rows}) == len(rows)
+    assert (run / "train" / "policy" / "config.json").exists()
+    assert (run / "verifier_train" / "verifier" / "verifier_config.json").exists()
+    assert (run / "plots" / "accuracy_by_method.png").stat().st_size > 1000
+    assert (run / "sweep" / "accuracy_vs_threshold.png").exists()
+    htmls = list((run / "trees").glob("*.html"))
+    assert len(htmls) == 4 and all("<svg" in h.read_text() or "svg" in h.read_text() for h in htmls)
+    summary = (run / "summary.md").read_text()
+    assert "| greedy decoding (rewind) |" in summary and "AUROC head" in summary and "threshold" in summary.lower()
+    # the run became the default: search.solve with no policy loads it
+    import search
+
+    sol = search.solve("Ann has 3 pens. She buys 4 more pens. How many pens does Ann have now?",
+                       strategy="beam", width=1, samples=1, max_depth=2, max_step_tokens=20)
+    assert sol.tree.nodes[0].text.startswith("Question: Ann has 3 pens.") and sol.stats["nodes_expanded"] >= 1
+    capsys.readouterr()
+    # a rerun reuses every stage and writes nothing twice
+    assert main(["demo", "--quick", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done before, reused") == 5
+    assert len(read_results(run / "results.jsonl")) == len(rows)
+    # another configuration into the same folder is refused, naming what differs
+    assert main(["demo", "--quick", "--out", str(run), "--seed", "3"]) == 2
+    assert "seed" in capsys.readouterr().err
+
+
+def test_solve_without_a_default_run_says_which_command_makes_one(home):
+    import search
+
+    with pytest.raises(FileNotFoundError, match="rewind demo"):
+        search.solve("What is 2 plus 2?")
