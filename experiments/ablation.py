@@ -139,7 +139,10 @@ def _finished(folder: Path, config: Any, *, marker: str, what: str) -> bool:
     if not (folder / marker).exists() or not saved.exists():
         return False
     old, new = json.loads(saved.read_text()), dataclasses.asdict(config)
-    changed = sorted(k for k in new if k != "resume" and old.get(k) != new[k])
+    # paths (out, init, harvest_from, policy) locate the stage, they do not configure it: a moved
+    # or copied ablation folder reuses its finished stages
+    paths = ("resume", "out", "init", "harvest_from", "policy")
+    changed = sorted(k for k in new if k not in paths and old.get(k) != new[k])
     if changed:
         raise ValueError(f"{folder} holds a {what} trained with another config ({', '.join(changed)} differ); "
                          "remove it or choose another --out")
