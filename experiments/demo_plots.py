@@ -8,6 +8,8 @@ from pathlib import Path
 
 import matplotlib
 
+from policy.atomic import public_mode
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -39,6 +41,7 @@ def plot_methods(summary: list[dict], path: Path, labels: dict[str, str]) -> Pat
 def _save(fig, path: Path) -> Path:
     """Write the figure under a temporary name and rename it into place (a kill leaves no torn PNG)."""
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}.", suffix=path.suffix, dir=path.parent)
+    public_mode(tmp)
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)

@@ -13,13 +13,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["append_jsonl", "atomic_dir", "atomic_write_text", "atomic_write_json"]
+__all__ = ["append_jsonl", "atomic_dir", "atomic_write_text", "atomic_write_json", "public_mode"]
+
+
+def public_mode(path: str | os.PathLike, *, is_dir: bool = False) -> None:
+    """Give a temp file/folder the mode a plain ``open``/``mkdir`` would (mkstemp/mkdtemp make
+    them private, 0600/0700, which would survive the rename)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~umask)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    public_mode(tmp)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -43,6 +52,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}.", dir=path.parent))
+    public_mode(tmp, is_dir=True)
     try:
         yield tmp
         if path.exists():

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from policy.atomic import public_mode
 from policy.layout import cache_layout, layout_to_4d_mask
 from policy.model import Policy
 from verifier.labels import IGNORE, LabelledSequence
@@ -126,6 +127,7 @@ def save_features(features: Features, path: str | os.PathLike, *, key: str) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    public_mode(tmp)
     os.close(fd)
     try:
         torch.save({"key": key, **{f: getattr(features, f) for f in Features.__dataclass_fields__}}, tmp)

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from policy.atomic import public_mode
+
 __all__ = ["reliability_diagram"]
 
 
@@ -39,6 +41,7 @@ def reliability_diagram(curves: dict[str, dict], path: str | os.PathLike, *, tit
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}.", suffix=".png", dir=path.parent)
+    public_mode(tmp)
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
