@@ -90,10 +90,15 @@ def _hub_reachable(timeout_s: float = 2.0) -> bool:
     # A one-shot probe: datasets' own retries take ~25 s to give up when there is no network.
     if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
         return False
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)  # the hub's address, honouring HF_ENDPOINT mirrors
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout_s):
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
             return True
-    except OSError:
+    except (OSError, TypeError):
         return False
 
 
