@@ -66,7 +66,7 @@ class VerifierHead(nn.Module):
         self.register_buffer("logit_scale", torch.ones(()))
         self.register_buffer("logit_bias", torch.zeros(()))
 
-    def _check(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _check(self, hidden: torch.Tensor, *, finite: bool = True) -> torch.Tensor:
         if not isinstance(hidden, torch.Tensor):
             raise ValueError(f"hidden must be a tensor [N, {self.hidden_size}], got {type(hidden).__name__}")
         if hidden.dim() == 1:
@@ -77,7 +77,7 @@ class VerifierHead(nn.Module):
                 f"got shape {tuple(hidden.shape)}: the hidden states come from another policy"
             )
         hidden = hidden.to(device=self.net[1].weight.device, dtype=torch.float32)
-        if not torch.isfinite(hidden).all():
+        if finite and not torch.isfinite(hidden).all():
             bad = int((~torch.isfinite(hidden)).any(-1).sum())
             raise ValueError(f"hidden states hold NaN/inf in {bad} of {hidden.shape[0]} rows: the policy's forward "
                              "produced non-finite features (check its weights and dtype)")
@@ -91,11 +91,21 @@ class VerifierHead(nn.Module):
     def score(self, hidden: torch.Tensor) -> torch.Tensor:
         """P(backtrack) ``[N]`` (fp32, in [0, 1]) for hidden states ``[N, H]``; no grad, eval mode."""
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         try:
-            return torch.sigmoid(self.forward(hidden))
+            # The hot path of search and decoding hooks: check the N outputs for NaN/inf rather than
+            # the N×H inputs (a non-finite feature always makes its row's LayerNorm output NaN), and
+            # only then re-check the inputs to name the cause.
+            probs = torch.sigmoid(self.net(self._check(hidden, finite=False)).squeeze(-1) * self.logit_scale
+                                  + self.logit_bias)
+            if not torch.isfinite(probs).all():
+                self._check(hidden)
+                raise ValueError("the verifier produced NaN scores from finite hidden states (corrupted head weights?)")
+            return probs
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
 
     def config(self) -> dict:
         return {"format_version": VERIFIER_FORMAT_VERSION, "hidden_size": self.hidden_size, "width": self.width,
