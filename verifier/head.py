@@ -97,8 +97,11 @@ class VerifierHead(nn.Module):
             # The hot path of search and decoding hooks: check the N outputs for NaN/inf rather than
             # the N×H inputs (a non-finite feature always makes its row's LayerNorm output NaN), and
             # only then re-check the inputs to name the cause.
-            probs = torch.sigmoid(self.net(self._check(hidden, finite=False)).squeeze(-1) * self.logit_scale
-                                  + self.logit_bias)
+            x = hidden
+            if not (isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[-1] == self.hidden_size
+                    and x.dtype == torch.float32 and x.device == self.logit_scale.device):
+                x = self._check(hidden, finite=False)  # validates and converts (the slow path)
+            probs = torch.sigmoid(torch.addcmul(self.logit_bias, self.net(x).squeeze(-1), self.logit_scale))
             if not torch.isfinite(probs).all():
                 self._check(hidden)
                 raise ValueError("the verifier produced NaN scores from finite hidden states (corrupted head weights?)")
