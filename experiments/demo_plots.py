@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
 
-from policy.atomic import public_mode
+from policy.atomic import atomic_save_figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,18 +33,4 @@ def plot_methods(summary: list[dict], path: Path, labels: dict[str, str]) -> Pat
     b.set_ylabel("accuracy (%)")
     b.set_title("accuracy vs compute")
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    """Write the figure under a temporary name and rename it into place (a kill leaves no torn PNG)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}.", suffix=path.suffix, dir=path.parent)
-    public_mode(tmp)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return atomic_save_figure(fig, path)

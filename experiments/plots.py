@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from policy.atomic import atomic_save_figure
+
 __all__ = ["Point", "plot_accuracy_vs_threshold", "plot_accuracy_vs_tokens", "plot_bars"]
 
 Point = tuple[float, float, float, float]  # (x, accuracy, ci_low, ci_high)
@@ -45,11 +47,7 @@ def _lines(series: Mapping[str, Sequence[Point]], path: str | os.PathLike, *, xl
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path, dpi=120)
 
 
 def plot_accuracy_vs_threshold(series: Mapping[str, Sequence[Point]], path: str | os.PathLike, *,
@@ -90,8 +88,4 @@ def plot_bars(groups: Mapping[str, Mapping[str, tuple[float, float, float]]], pa
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path, dpi=120)

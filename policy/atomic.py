@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["append_jsonl", "atomic_dir", "atomic_write_text", "atomic_write_json", "public_mode"]
+__all__ = ["append_jsonl", "atomic_dir", "atomic_save_figure", "atomic_write_text", "atomic_write_json", "public_mode"]
 
 
 def public_mode(path: str | os.PathLike, *, is_dir: bool = False) -> None:
@@ -65,6 +65,24 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def atomic_save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Save a matplotlib figure under a temporary name, rename it into place, close the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}.", suffix=path.suffix, dir=path.parent)
+    public_mode(tmp)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

@@ -74,22 +74,26 @@ def test_worked_example_of_the_docstring():
     assert text in doc and tags in doc
 
 
-def _round_trip_over(problems, tok, bt):
+def _round_trip_over(problems, tok, bt) -> int:
+    """Round-trip every problem; returns how many examples were checked."""
     spans = ("token", "number", "step")
     kinds_seen = set()
+    checked = 0
     for i, p in enumerate(problems):
         examples = inject_errors(p, tok, seed=i, span=spans[i % 3], examples_per_problem=2,
                                  step_error_rate=0.5, max_errors=2, clean_share=0.1)
         assert_round_trip(examples, tok, bt, p)
+        checked += len(examples)
         kinds_seen.update(k for ex in examples if ex.error_kind for k in ex.error_kind.split("+"))
     assert kinds_seen == set(ERROR_KINDS)
+    return checked
 
 
 @pytest.mark.parametrize("which", ["char", "bpe"])
 def test_round_trip_gsm8k_sample(which):
     tok, bt = char_tok() if which == "char" else bpe_tok()
     problems = load_gsm8k("train")[:150] + load_gsm8k("test")[:150]
-    _round_trip_over(problems, tok, bt)
+    assert _round_trip_over(problems, tok, bt) >= len(problems)
 
 
 @pytest.mark.slow
@@ -97,7 +101,7 @@ def test_round_trip_gsm8k_sample(which):
 def test_round_trip_all_gsm8k(which):
     """All 7,473 train and 1,319 test problems, every error kind and span."""
     tok, bt = char_tok() if which == "char" else bpe_tok()
-    _round_trip_over(load_gsm8k("train") + load_gsm8k("test"), tok, bt)
+    assert _round_trip_over(load_gsm8k("train") + load_gsm8k("test"), tok, bt) >= 7473 + 1319
 
 
 @settings(max_examples=40, deadline=None)

@@ -81,7 +81,7 @@ def test_any_slice_of_the_shipped_gsm8k_loads_as_the_same_problems(tmp_path_fact
         assert json.loads(line)["question"] == p.question
 
 
-def _real_gsm8k_through_builders(problems) -> None:
+def _real_gsm8k_through_builders(problems) -> int:
     """GSM8K problems → SFT and DPO datasets (char tokenizer) → the hard Collator: every example
     applies its backspaces to its clean ids, and every collated row is the cache layout."""
     from policy import tiny_policy
@@ -103,12 +103,13 @@ def _real_gsm8k_through_builders(problems) -> None:
             assert torch.equal(out["position_ids"][b, :len(ids)], ref.position_ids)
     dpo = build_dataset("dpo", problems, tok, seed=0, progress=False)
     assert len(dpo) > 0
+    return len(sft)
 
 
 def test_real_gsm8k_sample_through_builders_and_collator():
-    _real_gsm8k_through_builders(load_gsm8k("train")[:60] + load_gsm8k("test")[-60:])
+    assert _real_gsm8k_through_builders(load_gsm8k("train")[:60] + load_gsm8k("test")[-60:]) >= 100
 
 
 @pytest.mark.slow
 def test_all_of_real_gsm8k_through_builders_and_collator():
-    _real_gsm8k_through_builders(load_gsm8k("train") + load_gsm8k("test"))
+    assert _real_gsm8k_through_builders(load_gsm8k("train") + load_gsm8k("test")) >= 8000

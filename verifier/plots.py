@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-from policy.atomic import public_mode
+from policy.atomic import atomic_save_figure
 
 __all__ = ["reliability_diagram"]
 
@@ -39,14 +38,4 @@ def reliability_diagram(curves: dict[str, dict], path: str | os.PathLike, *, tit
     ax_n.set_ylabel("share")
     ax_n.set_yscale("log")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}.", suffix=".png", dir=path.parent)
-    public_mode(tmp)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return atomic_save_figure(fig, path)
