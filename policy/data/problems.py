@@ -48,22 +48,35 @@ class Problem:
     id: str
 
 
-def format_prompt(question: str) -> str:
-    """The prompt text the policy sees for ``question``."""
-    return PROMPT_TEMPLATE.format(question=question)
+def _format_of(tokenizer, prompt_format):
+    from policy.prompts import PLAIN
+
+    return prompt_format or getattr(tokenizer, "rewind_prompt_format", None) or PLAIN
 
 
-def encode_problem(problem: Problem, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+def format_prompt(question: str, prompt_format=None, tokenizer=None) -> str:
+    """The prompt text the policy sees for ``question`` (``policy.prompts.PromptFormat``; default
+    plain ``Question: …\nAnswer:\n``, or the format a policy's tokenizer carries). For a chat
+    format this is display text: encode prompts with ``encode_problem`` / ``PromptFormat.encode``."""
+    return _format_of(tokenizer, prompt_format).render(question, tokenizer)
+
+
+def encode_problem(problem: Problem, tokenizer: PreTrainedTokenizerBase,
+                   prompt_format=None) -> tuple[list[int], list[int]]:
     """Token ids ``(prompt_ids, solution_ids)``; the solution ids end with ``eos_token_id``.
 
     Both parts are tokenized separately with ``add_special_tokens=False``, so the ids of the
     full sequence are ``prompt_ids + solution_ids`` whatever the tokenizer's merges would do
-    across the boundary.
+    across the boundary. The prompt follows ``prompt_format`` (default: the format the policy's
+    tokenizer carries, set by ``Policy``, else plain); question and solution text are encoded
+    with special-token parsing off, so dataset text never becomes a control token.
     """
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no eos_token_id; solutions must end with EOS")
-    prompt_ids = tokenizer(format_prompt(problem.question), add_special_tokens=False)["input_ids"]
-    solution_ids = tokenizer(problem.solution, add_special_tokens=False)["input_ids"]
+    from policy.prompts import encode_text
+
+    prompt_ids = _format_of(tokenizer, prompt_format).encode(problem.question, tokenizer)
+    solution_ids = encode_text(tokenizer, problem.solution)
     return list(prompt_ids), [*solution_ids, tokenizer.eos_token_id]
 
 
