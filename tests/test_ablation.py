@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from experiments.ablation import AblationConfig, run_ablation
-from experiments.ablation_report import Cell, cells_of, signal_lines, table_lines
-from experiments.stats import bootstrap_ci, mcnemar, wilson
+from experiments.studies.ablation import AblationConfig, run_ablation
+from experiments.studies.ablation_report import Cell, cells_of, signal_lines, table_lines
+from experiments.studies.stats import bootstrap_ci, mcnemar, wilson
 
 
 def test_wilson_known_values():
@@ -80,7 +80,7 @@ def test_config_validation():
 
 
 def test_help_documents_the_command(capsys):
-    from experiments.cli import main
+    from experiments.commands.cli import main
 
     with pytest.raises(SystemExit):
         main(["ablation", "--help"])

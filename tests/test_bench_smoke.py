@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from experiments.bench import GROUPS, BenchConfig, Sizes, check
-from experiments.bench_scaling import line_fit
-from experiments.cli import main
-from experiments.cmd_bench import parse_only
+from experiments.bench.scaling import line_fit
+from experiments.bench.suite import GROUPS, BenchConfig, Sizes, check
+from experiments.commands.bench import parse_only
+from experiments.commands.cli import main
 
 
 def test_smoke_run_has_every_row_with_finite_numbers(tmp_path, capsys):

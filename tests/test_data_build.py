@@ -4,7 +4,7 @@ import datasets
 import pytest
 from test_data_inject import char_tok
 
-from experiments.cli import main
+from experiments.commands.cli import main
 from policy.data import Problem, Segment, build_dataset, dataset_stats, generate_problems
 
 

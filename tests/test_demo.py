@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from experiments.cli import main
-from experiments.evaluate import read_results
+from experiments.commands.cli import main
+from experiments.studies.evaluate import read_results
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import main
-from experiments.evaluate import read_results
-from experiments.shard import done_keys, merge_results, rank_path, take_shard
+from experiments.commands.cli import main
+from experiments.studies.evaluate import read_results
+from experiments.studies.shard import done_keys, merge_results, rank_path, take_shard
 from policy import tiny_policy
 
 FAST = ["--method", "decode", "--max-new-tokens", "12"]
@@ -95,7 +95,7 @@ def test_merge_keeps_one_row_per_key_and_orders_by_problem(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_shard_merge_and_resume(policy_dir, tmp_path):
     out = tmp_path / "tr"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "experiments.cli", "--",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "experiments.commands.cli", "--",
            "eval", "--run", str(policy_dir), "--n", "5", "--out", str(out), *FAST]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)

@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 from test_export import make_tree
 
-from experiments.cli import main
+from experiments.commands.cli import main
 from search.export import export_tree, load_tree
 
 

@@ -4,7 +4,7 @@ import json
 
 from test_generate import lively_policy
 
-from experiments.cli import main
+from experiments.commands.cli import main
 
 
 def test_generate_cli_prints_trace_and_text(tmp_path, capsys):

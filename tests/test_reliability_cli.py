@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from experiments.cli import COMMANDS, main
+from experiments.commands.cli import COMMANDS, main
 
 # one user error per subcommand, caught before any long work
 USER_ERRORS = {
@@ -62,7 +62,7 @@ def test_debug_shows_the_exception(name, tmp_path, capsys):
 
 def _rewind(*argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *argv], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "experiments.commands.cli", *argv], env=env, capture_output=True, text=True,
                           timeout=300)
 
 

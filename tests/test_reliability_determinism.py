@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import search
-from experiments.evaluate import evaluate
+from experiments.studies.evaluate import evaluate
 from policy import tiny_policy
 from policy.data import generate_problems
 from policy.generate import generate

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import search
-from experiments.cli import main
+from experiments.commands.cli import main
 from policy import load_policy, tiny_policy
 from policy.data import load_gsm8k
 from policy.generate import generate

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.evaluate import evaluate, read_results
+from experiments.studies.evaluate import evaluate, read_results
 from policy import load_policy, tiny_policy
 from policy.data import generate_problems
 from policy.sft import COMPLETE_MARKER, last_complete_checkpoint
@@ -53,7 +53,7 @@ def _lines(path: Path) -> int:
 
 EVAL_JOB = f"""
     import sys
-    from experiments.evaluate import evaluate
+    from experiments.studies.evaluate import evaluate
     from policy import tiny_policy
     from policy.data import generate_problems
     policy = tiny_policy(**{TINY!r})
@@ -149,7 +149,7 @@ TRAIN = ["--mode", "hard", "--model", "tiny", "--num-problems", "64", "--num-eva
 @pytest.mark.slow
 def test_killed_training_resumes_from_the_last_complete_checkpoint(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "experiments.cli", "train-policy", "--out", str(out), *TRAIN]
+    cmd = [sys.executable, "-m", "experiments.commands.cli", "train-policy", "--out", str(out), *TRAIN]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         ok = _wait_for(lambda: last_complete_checkpoint(out / "checkpoints") is not None, proc, timeout=300)

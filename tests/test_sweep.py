@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import main
-from experiments.evaluate import read_results
-from experiments.shard import rank_path
-from experiments.threshold_sweep import parse_thresholds
+from experiments.commands.cli import main
+from experiments.studies.evaluate import read_results
+from experiments.studies.shard import rank_path
+from experiments.studies.threshold_sweep import parse_thresholds
 from policy import tiny_policy
 from verifier import VerifierHead
 

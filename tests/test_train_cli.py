@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from experiments.cli import main
+from experiments.commands.cli import main
 from policy import load_policy
 
 SMALL = ["--num-problems", "16", "--num-eval", "4", "--batch-size", "4", "--max-steps", "2",
@@ -23,7 +23,7 @@ def _env():
 def test_two_process_run_trains_and_loads(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "experiments.cli", "train-policy", "--mode", "hard", "--out", str(out), *SMALL]
+           "-m", "experiments.commands.cli", "train-policy", "--mode", "hard", "--out", str(out), *SMALL]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from experiments.cli import main
+from experiments.commands.cli import main
 from policy import tiny_policy
 from verifier import VerifierHead, load_verifier
 from verifier.config import VerifierTrainConfig

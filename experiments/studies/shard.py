@@ -1,6 +1,6 @@
 """Scale-out across processes: which problems a rank takes, where it writes, how rank 0 merges.
 
-Under ``torchrun --nproc_per_node W -m experiments.cli eval ...`` every process reads ``RANK`` and
+Under ``torchrun --nproc_per_node W -m experiments.commands.cli eval ...`` every process reads ``RANK`` and
 ``WORLD_SIZE`` and takes problems ``i`` with ``i % W == rank`` (by index in the full problem list,
 so the split does not depend on what is already done). Rank ``r`` appends its rows to
 ``results.rank{r}.jsonl``; when all ranks are done (a gloo barrier), rank 0 merges every rank file
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.evaluate import read_results
+from experiments.studies.evaluate import read_results
 from policy.atomic import atomic_write_text
 
 __all__ = ["RESULTS", "barrier", "done_keys", "evaluate_shard", "finish", "merge_results", "problem_order", "rank_path", "row_key", "shard_from_env",
@@ -111,8 +111,8 @@ def problem_order(problem_ids: Iterable[str]) -> Callable[[dict], tuple[str, int
 
 def evaluate_shard(problems: Sequence[Any], out_dir: str | os.PathLike, shard: tuple[int, int], *, tag: str,
                    done: set[tuple[str, str]], **evaluate_kwargs: Any) -> list[dict]:
-    """``experiments.evaluate.evaluate`` on this rank's unfinished problems, appending to its rank file."""
-    from experiments.evaluate import evaluate
+    """``experiments.studies.evaluate.evaluate`` on this rank's unfinished problems, appending to its rank file."""
+    from experiments.studies.evaluate import evaluate
 
     todo = [p for p in take_shard(problems, shard) if (tag, str(p.id)) not in done]
     if not todo:

@@ -1,4 +1,4 @@
-"""The stages of ``rewind demo`` (see ``experiments.demo``). Each returns a small dict of facts
+"""The stages of ``rewind demo`` (see ``experiments.studies.demo``). Each returns a small dict of facts
 that is stored in the stage's marker."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from experiments.demo import DemoConfig
-from experiments.evaluate import evaluate, read_results
+from experiments.studies.demo import DemoConfig
+from experiments.studies.evaluate import evaluate, read_results
 from policy.atomic import atomic_write_text
 from policy.data import generate_problems
 
@@ -77,7 +77,7 @@ def solve(cfg: DemoConfig, run: Path) -> dict:
 def sweep(cfg: DemoConfig, run: Path) -> dict:
     """``rewind sweep`` on this run: live beam searches at every threshold, plus the offline
     replay of the search recorded at threshold 1 (``run/sweep/``)."""
-    from experiments.threshold_sweep import SweepConfig, run_sweep
+    from experiments.studies.threshold_sweep import SweepConfig, run_sweep
 
     grid = sorted(set(cfg.thresholds) | {1.0})
     sc = SweepConfig(out=str(run / "sweep"), run=str(run), strategy="beam", n=cfg.sweep_problems, seed=cfg.seed + 1,
@@ -132,7 +132,7 @@ def _table(summary: list[dict]) -> str:
 
 
 def report(cfg: DemoConfig, run: Path, log=print) -> dict:
-    from experiments.demo_plots import plot_methods
+    from experiments.studies.demo_plots import plot_methods
 
     rows = read_results(run / "results.jsonl")
     summary = summary_rows(rows, METHODS)

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from experiments.bench import Row, check, paired
-from experiments.bench_setup import Setup
+from experiments.bench.setup import Setup
+from experiments.bench.suite import Row, check, paired
 from policy.decoding import RewindBatch
 from policy.generate import generate
 

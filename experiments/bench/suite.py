@@ -5,12 +5,12 @@ Each benchmark group lives in its own module and returns ``Row`` records:
 
 | group | module | peer |
 | --- | --- | --- |
-| 1 decoding | ``bench_decode`` | ``model.generate`` (tokens/s, batch 1 and 16); cost of one rewind |
-| 2 kv | ``bench_search`` | the same search with ``share_kv=False`` (re-encodes every path) |
-| 3 peers | ``bench_search`` | ``model.generate(num_beams=4)``, ``model.generate(num_return_sequences=8)`` |
-| 4 verifier | ``bench_search`` / ``bench_decode`` | the search / decoding time it rides on |
-| 5 training | ``bench_scaling`` | ``clean`` SFT tokens/s (``experiments.train_throughput.measure``) |
-| 6 scaling | ``bench_scaling`` | one problem alone; the smallest tree |
+| 1 decoding | ``decode`` | ``model.generate`` (tokens/s, batch 1 and 16); cost of one rewind |
+| 2 kv | ``tree_search`` | the same search with ``share_kv=False`` (re-encodes every path) |
+| 3 peers | ``tree_search`` | ``model.generate(num_beams=4)``, ``model.generate(num_return_sequences=8)`` |
+| 4 verifier | ``tree_search`` / ``decode`` | the search / decoding time it rides on |
+| 5 training | ``scaling`` | ``clean`` SFT tokens/s (``experiments.bench.train_throughput.measure``) |
+| 6 scaling | ``scaling`` | one problem alone; the smallest tree |
 
 Timing: every measurement is warmed up, then repeated; ours and the peer alternate within each
 repetition (so load on a shared machine hits both alike) and a row reports the medians and the
@@ -201,8 +201,10 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True) -> tuple[list[Row], dict[str, Any]]:
     """Run the groups of ``cfg.only``; returns the rows and the run's metadata."""
-    from experiments import bench_decode, bench_scaling, bench_search
-    from experiments.bench_setup import Setup
+    from experiments.bench import decode as bench_decode
+    from experiments.bench import scaling as bench_scaling
+    from experiments.bench import tree_search as bench_search
+    from experiments.bench.setup import Setup
 
     setup = Setup.build(cfg)
     runners: dict[str, Callable[[Setup], list[Row]]] = {

@@ -10,19 +10,19 @@ import statistics
 import numpy as np
 
 import search
-from experiments.bench import Row, check, timed
-from experiments.bench_setup import Setup
+from experiments.bench.setup import Setup
+from experiments.bench.suite import Row, check, timed
 
 __all__ = ["line_fit", "scaling_rows", "training_rows"]
 
 
 def training_rows(setup: Setup) -> list[Row]:
-    """``experiments.train_throughput.measure`` of ``clean`` and ``hard`` (the modes take turns
+    """``experiments.bench.train_throughput.measure`` of ``clean`` and ``hard`` (the modes take turns
     step by step), ``reps`` times; the ratio is the median over repetitions.
 
     Tokens are the non-pad tokens each mode feeds (``hard`` feeds the longer error + ⟨b⟩ +
     correction sequences), so tokens/s compares the cost per token of the two layouts."""
-    from experiments.train_throughput import measure
+    from experiments.bench.train_throughput import measure
     from policy import data
 
     s = setup.sizes

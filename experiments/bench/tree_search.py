@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 import search
-from experiments.bench import Row, check, paired, timed
-from experiments.bench_setup import Setup
+from experiments.bench.setup import Setup
+from experiments.bench.suite import Row, check, paired, timed
 
 __all__ = ["fed_tokens", "kv_rows", "peer_rows", "verifier_search_rows"]
 

@@ -1,7 +1,7 @@
 """``rewind train-policy``: SFT in the four modes, step-level DPO, or an on-policy round.
 
 Every flag is a field of ``policy.train_config.TrainConfig``. Runs data-parallel unchanged under
-``torchrun --nproc_per_node N -m experiments.cli train-policy ...`` (gloo on CPU, NCCL on GPUs).
+``torchrun --nproc_per_node N -m experiments.commands.cli train-policy ...`` (gloo on CPU, NCCL on GPUs).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""``rewind demo``: the whole pipeline on the built-in task (see ``experiments.demo``)."""
+"""``rewind demo``: the whole pipeline on the built-in task (see ``experiments.studies.demo``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from experiments.demo import DemoConfig, run_demo
+from experiments.studies.demo import DemoConfig, run_demo
 
 __all__ = ["add_arguments", "run"]
 

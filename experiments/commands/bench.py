@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from experiments.bench import GROUPS, BenchConfig, Sizes, run_bench, to_markdown
+from experiments.bench.suite import GROUPS, BenchConfig, Sizes, run_bench, to_markdown
 from policy.atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["add_arguments", "run"]

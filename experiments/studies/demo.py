@@ -155,7 +155,7 @@ def _stage(run: Path, name: str, fn, log) -> dict:
 
 def run_demo(config: DemoConfig, *, log=print) -> Path:
     """Run (or resume) the demo; returns the run folder."""
-    from experiments import demo_stages as st
+    from experiments.studies import demo_stages as st
 
     cfg = config.resolved()
     run = _claim_folder(config)

@@ -13,17 +13,17 @@ __all__ = ["COMMANDS", "main"]
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("experiments.cmd_demo", "the whole pipeline on the built-in task: train, verify, search, sweep, report"),
-    "data": ("experiments.cmd_data", "build a dataset (problems, injected errors, DPO pairs) and print its statistics"),
-    "train-policy": ("experiments.cmd_train", "train a policy: SFT (clean/naive/masked/hard), step-level DPO, on-policy round"),
-    "generate": ("experiments.cmd_generate", "decode one question with rewinds; print the raw trace (⟨b⟩ visible) and the text"),
-    "solve": ("experiments.cmd_solve", "search one problem (greedy, best_of_n, beam, mcts) and print answer, path, stats"),
-    "train-verifier": ("experiments.cmd_train_verifier", "train the verifier head on a frozen policy (labels: injected, rollouts, mc, mix) and report its diagnostics"),
-    "bench": ("experiments.cmd_bench", "benchmarks: speed ratios against model.generate, re-encoding and clean SFT; writes a table + JSON"),
-    "export": ("experiments.cmd_export", "convert a recorded search tree to .html (viewer), .dot, .graphml, .gexf or .json"),
-    "eval": ("experiments.cmd_eval", "evaluate one method on N held-out problems (builtin or GSM8K); shards under torchrun"),
-    "sweep": ("experiments.cmd_sweep", "threshold sweep: live runs and the offline replay of one recorded search, with plots"),
-    "ablation": ("experiments.cmd_ablation", "training modes x inference methods at matched token budgets, CIs and paired tests"),
+    "demo": ("experiments.commands.demo", "the whole pipeline on the built-in task: train, verify, search, sweep, report"),
+    "data": ("experiments.commands.data", "build a dataset (problems, injected errors, DPO pairs) and print its statistics"),
+    "train-policy": ("experiments.commands.train_policy", "train a policy: SFT (clean/naive/masked/hard), step-level DPO, on-policy round"),
+    "generate": ("experiments.commands.generate", "decode one question with rewinds; print the raw trace (⟨b⟩ visible) and the text"),
+    "solve": ("experiments.commands.solve", "search one problem (greedy, best_of_n, beam, mcts) and print answer, path, stats"),
+    "train-verifier": ("experiments.commands.train_verifier", "train the verifier head on a frozen policy (labels: injected, rollouts, mc, mix) and report its diagnostics"),
+    "bench": ("experiments.commands.bench", "benchmarks: speed ratios against model.generate, re-encoding and clean SFT; writes a table + JSON"),
+    "export": ("experiments.commands.export", "convert a recorded search tree to .html (viewer), .dot, .graphml, .gexf or .json"),
+    "eval": ("experiments.commands.eval", "evaluate one method on N held-out problems (builtin or GSM8K); shards under torchrun"),
+    "sweep": ("experiments.commands.sweep", "threshold sweep: live runs and the offline replay of one recorded search, with plots"),
+    "ablation": ("experiments.commands.ablation", "training modes x inference methods at matched token budgets, CIs and paired tests"),
 }
 
 

@@ -1,9 +1,9 @@
 """``rewind eval``: one inference method on N held-out problems → ``results.jsonl`` + ``summary.md``.
 
 Every flag is a field of ``EvalConfig``. Runs sharded, unchanged, under
-``torchrun --nproc_per_node W -m experiments.cli eval ...``: rank r takes every W-th problem and
+``torchrun --nproc_per_node W -m experiments.commands.cli eval ...``: rank r takes every W-th problem and
 writes ``results.rank{r}.jsonl``; rank 0 merges them into ``results.jsonl`` (see
-``experiments.shard``). A rerun with the same flags skips finished problems; other flags into the
+``experiments.studies.shard``). A rerun with the same flags skips finished problems; other flags into the
 same ``--out`` are refused.
 """
 
@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_eval(config: EvalConfig, *, progress: bool = True) -> list[dict] | None:
     """Evaluate as configured on this process's shard; rank 0 returns the merged rows (others None)."""
     from experiments.inputs import check_config, config_hash, load_problems, load_source
-    from experiments.shard import done_keys, evaluate_shard, finish, problem_order, shard_from_env
+    from experiments.studies.shard import done_keys, evaluate_shard, finish, problem_order, shard_from_env
 
     shard = shard_from_env()
     out = Path(config.out)
@@ -123,7 +123,7 @@ def run_eval(config: EvalConfig, *, progress: bool = True) -> list[dict] | None:
 
 
 def _write_summary(out: Path, config: EvalConfig, rows: list[dict], ident: dict) -> str:
-    from experiments.stats import fmt, summarize
+    from experiments.studies.stats import fmt, summarize
     from policy.atomic import atomic_write_text
 
     s = summarize(rows)

@@ -189,7 +189,7 @@ def load_stage(run: Path) -> tuple[Any, Any]:
 
 
 def _knobs(cfg: AblationConfig, budgets: dict, method: str) -> dict:
-    from experiments.cmd_eval import parse_knobs
+    from experiments.commands.eval import parse_knobs
 
     base = parse_knobs(cfg.search_knobs)
     return {**base, **budgets.get(method, {})} if method not in ("decode", "decode-soft") else {}
@@ -204,7 +204,7 @@ def calibrate_budgets(cfg: AblationConfig, policy: Any, verifier: Any) -> dict:
     import numpy as np
 
     import search
-    from experiments.cmd_eval import parse_knobs
+    from experiments.commands.eval import parse_knobs
     from policy.data import generate_problems
 
     problems = generate_problems(cfg.calibration_problems, seed=0, split="validation")
@@ -225,9 +225,9 @@ def calibrate_budgets(cfg: AblationConfig, policy: Any, verifier: Any) -> dict:
 
 def run_ablation(config: AblationConfig, *, progress: bool = True) -> str:
     """Run every stage not yet finished; write the report. Returns the Markdown table."""
-    from experiments.ablation_report import write_report
-    from experiments.evaluate import evaluate
     from experiments.inputs import check_config, config_hash, load_problems
+    from experiments.studies.ablation_report import write_report
+    from experiments.studies.evaluate import evaluate
     from policy.atomic import atomic_write_json
 
     cfg = config.effective()

@@ -10,7 +10,7 @@ Two sources per threshold τ, marked in every row (``source``):
 
 Writes ``config.json``, ``results.jsonl`` (one row per (tag, problem), tag ``live@τ`` or
 ``replay@τ``), ``summary.md``, ``accuracy_vs_threshold.png`` and ``accuracy_vs_tokens.png``.
-Resumable and sharded like ``rewind eval`` (``experiments.shard``).
+Resumable and sharded like ``rewind eval`` (``experiments.studies.shard``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class SweepConfig:
     no_replay: bool = _f(False, "live runs only (no recorded trees, no replay rows)", flag=True)
 
     def __post_init__(self) -> None:
-        from experiments.cmd_eval import parse_knobs
+        from experiments.commands.eval import parse_knobs
         from search.config import make_config
 
         if not self.out:
@@ -121,9 +121,16 @@ def replay_rows(out: Path, problems: list, grid: list[float], *, done: set, extr
 def run_sweep(config: SweepConfig, *, progress: bool = True) -> list[dict] | None:
     """Run the sweep on this process's shard; rank 0 merges and writes the summary and plots
     (returns the merged rows; other ranks return None)."""
-    from experiments.cmd_eval import parse_knobs
+    from experiments.commands.eval import parse_knobs
     from experiments.inputs import check_config, config_hash, load_problems, load_source
-    from experiments.shard import done_keys, evaluate_shard, finish, problem_order, rank_path, shard_from_env
+    from experiments.studies.shard import (
+        done_keys,
+        evaluate_shard,
+        finish,
+        problem_order,
+        rank_path,
+        shard_from_env,
+    )
     from policy.atomic import append_jsonl
 
     shard = shard_from_env()
@@ -143,7 +150,7 @@ def run_sweep(config: SweepConfig, *, progress: bool = True) -> list[dict] | Non
                        trees_dir=out / "trees" if tau == 1.0 and not config.no_replay else None,
                        **parse_knobs(config.knobs))
     if not config.no_replay:
-        from experiments.shard import take_shard
+        from experiments.studies.shard import take_shard
 
         mine = take_shard(problems, shard)
         for row in replay_rows(out, mine, config.grid, done=done, extra={"config_hash": h}, progress=progress):
@@ -185,7 +192,7 @@ def replay_agreement(rows: list[dict]) -> dict[float, dict[str, int]]:
 
 def summary_table(rows: list[dict]) -> str:
     """The Markdown table: one line per (source, τ)."""
-    from experiments.stats import fmt, summarize
+    from experiments.studies.stats import fmt, summarize
 
     agree = replay_agreement(rows)
     lines = ["| source | τ | n | accuracy | 95% CI | tokens generated | tokens run | nodes expanded | nodes pruned | "
@@ -204,8 +211,8 @@ def summary_table(rows: list[dict]) -> str:
 
 def write_report(out: Path, config: SweepConfig, rows: list[dict]) -> None:
     """``summary.md`` and the two plots from the merged rows."""
-    from experiments.plots import plot_accuracy_vs_threshold, plot_accuracy_vs_tokens
-    from experiments.stats import summarize
+    from experiments.studies.plots import plot_accuracy_vs_threshold, plot_accuracy_vs_tokens
+    from experiments.studies.stats import summarize
     from policy.atomic import atomic_write_text
 
     by_tau: dict[str, list] = defaultdict(list)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from experiments.bench import BenchConfig, Sizes
+from experiments.bench.suite import BenchConfig, Sizes
 from policy.model import Policy
 
 __all__ = ["Setup"]

@@ -6,7 +6,7 @@ as in training), forward, backward and the AdamW step. Tokens are the non-pad to
 as the mode feeds them: `clean` feeds the clean solutions, `masked` and `hard` the longer
 error + ⟨b⟩ + correction sequences, so `hard` vs `masked` isolates the layout's own cost.
 
-    python -m experiments.train_throughput --out runs/throughput [--batch-size 32 --steps 20]
+    python -m experiments.bench.train_throughput --out runs/throughput [--batch-size 32 --steps 20]
 
 Writes ``OUT/throughput.md`` (a Markdown table) and ``OUT/throughput.json``.
 """

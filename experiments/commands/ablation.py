@@ -4,7 +4,7 @@ and McNemar tests vs the clean baseline; also verifier vs the policy's P(⟨b⟩
 It trains every policy (and its verifier) itself, into ``OUT/runs/<mode>-s<seed>/``, reusing
 finished ones; then evaluates every cell into ``OUT/results.jsonl`` (resumable) and writes
 ``OUT/ablation.md`` and ``OUT/ablation.png``. Every flag is a field of
-``experiments.ablation.AblationConfig``.
+``experiments.studies.ablation.AblationConfig``.
 
   rewind ablation --out runs/ablation                 # the full table: 6 modes x 5 methods, 3 seeds, 500 problems
   rewind ablation --out /tmp/ablation-smoke --smoke   # the pipeline end to end in 2-3 minutes
@@ -24,7 +24,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from experiments.ablation import AblationConfig
+    from experiments.studies.ablation import AblationConfig
     from policy.train_config import add_config_arguments
 
     parser.description = __doc__
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.ablation import AblationConfig, run_ablation
+    from experiments.studies.ablation import AblationConfig, run_ablation
     from policy.train_config import config_from_args
 
     config = config_from_args(args, AblationConfig)
