@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments.studies import demo_stages as st
+from experiments.wiring import set_default_run
 from policy.atomic import atomic_write_json
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -155,8 +157,6 @@ def _stage(run: Path, name: str, fn, log) -> dict:
 
 def run_demo(config: DemoConfig, *, log=print) -> Path:
     """Run (or resume) the demo; returns the run folder."""
-    from experiments.studies import demo_stages as st
-
     cfg = config.resolved()
     run = _claim_folder(config)
     log(f"rewind demo → {run}  ({'quick' if config.quick else 'full'}; config {config.fingerprint()})")
@@ -167,8 +167,6 @@ def run_demo(config: DemoConfig, *, log=print) -> Path:
     _stage(run, "solve", lambda: st.solve(cfg, run), log)
     _stage(run, "sweep", lambda: st.sweep(cfg, run), log)
     _stage(run, "report", lambda: st.report(cfg, run, log), log)
-    from experiments.wiring import set_default_run
-
     set_default_run(run)
     log(f"done in {time.perf_counter() - t0:.0f}s; summary: {run / 'summary.md'}; this run is now the default "
         "for search.solve(problem) and `rewind solve`")

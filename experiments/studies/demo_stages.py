@@ -6,11 +6,22 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from experiments.studies.demo import DemoConfig
+import search
+from experiments.studies.demo_plots import plot_methods
 from experiments.studies.evaluate import evaluate, read_results
+from experiments.studies.threshold_sweep import SweepConfig, run_sweep
+from experiments.wiring import load_run
 from policy.atomic import atomic_write_text
 from policy.data import generate_problems
+from policy.sft import last_complete_checkpoint, train_sft
+from policy.train_config import TrainConfig
+from verifier.config import VerifierTrainConfig
+from verifier.train import train_verifier as fit
+
+if TYPE_CHECKING:  # demo.py imports this module to run the stages; the config is only an annotation here
+    from experiments.studies.demo import DemoConfig
 
 __all__ = ["report", "solve", "sweep", "train_policy", "train_verifier", "wilson"]
 
@@ -31,9 +42,6 @@ def _knobs(cfg: DemoConfig, method: str) -> dict:
 
 
 def train_policy(cfg: DemoConfig, run: Path) -> dict:
-    from policy.sft import last_complete_checkpoint, train_sft
-    from policy.train_config import TrainConfig
-
     out = run / "train"
     resume = last_complete_checkpoint(out / "checkpoints") is not None
     tc = TrainConfig(out=str(out), mode="hard", model="tiny", task="builtin", num_problems=cfg.train_problems,
@@ -45,9 +53,6 @@ def train_policy(cfg: DemoConfig, run: Path) -> dict:
 
 
 def train_verifier(cfg: DemoConfig, run: Path) -> dict:
-    from verifier.config import VerifierTrainConfig
-    from verifier.train import train_verifier as fit
-
     vc = VerifierTrainConfig(out=str(run / "verifier_train"), policy=str(run / "train"),
                              labels="injected" if cfg.quick else "mix", num_problems=cfg.verifier_problems,
                              seed=cfg.seed, mc_sequences=8 if cfg.quick else 48)
@@ -57,8 +62,6 @@ def train_verifier(cfg: DemoConfig, run: Path) -> dict:
 
 
 def _policy_and_verifier(run: Path):
-    from experiments.wiring import load_run
-
     return load_run(run)
 
 
@@ -77,8 +80,6 @@ def solve(cfg: DemoConfig, run: Path) -> dict:
 def sweep(cfg: DemoConfig, run: Path) -> dict:
     """``rewind sweep`` on this run: live beam searches at every threshold, plus the offline
     replay of the search recorded at threshold 1 (``run/sweep/``)."""
-    from experiments.studies.threshold_sweep import SweepConfig, run_sweep
-
     grid = sorted(set(cfg.thresholds) | {1.0})
     sc = SweepConfig(out=str(run / "sweep"), run=str(run), strategy="beam", n=cfg.sweep_problems, seed=cfg.seed + 1,
                      thresholds=",".join(f"{t:g}" for t in grid),
@@ -132,8 +133,6 @@ def _table(summary: list[dict]) -> str:
 
 
 def report(cfg: DemoConfig, run: Path, log=print) -> dict:
-    from experiments.studies.demo_plots import plot_methods
-
     rows = read_results(run / "results.jsonl")
     summary = summary_rows(rows, METHODS)
     plot_methods(summary, run / "plots" / "accuracy_by_method.png", LABELS)
@@ -178,8 +177,6 @@ def _verifier_lines(vm: dict) -> str:
 
 
 def _export_trees(run: Path) -> list[Path]:
-    import search
-
     out = []
     for js in sorted((run / "trees").glob("*.json")):
         html = js.with_suffix(".html")
