@@ -47,6 +47,33 @@ def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
 _LOGITS_TO_KEEP: dict[type, bool] = {}
 
 
+class _last_hidden:
+    """Capture the decoder's ``last_hidden_state`` (the final-norm output that ``hidden_states[-1]``
+    holds) with a forward hook, so a decode forward need not keep every layer's hidden states
+    (``output_hidden_states=True``). Yields None when the model exposes no decoder."""
+
+    def __init__(self, model: torch.nn.Module):
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        self.decoder = decoder if isinstance(decoder, torch.nn.Module) and decoder is not model else None
+        self.captured: list[torch.Tensor] = []
+        self.handle = None
+
+    def _hook(self, module, args, output) -> None:
+        state = getattr(output, "last_hidden_state", None)
+        if state is not None:
+            self.captured.append(state)
+
+    def __enter__(self) -> list[torch.Tensor] | None:
+        if self.decoder is None:
+            return None
+        self.handle = self.decoder.register_forward_hook(self._hook)
+        return self.captured
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+
+
 class RewindBatch:
     """Rows of one batch, their cache, and the deferred-deletion rule.
 
@@ -80,11 +107,13 @@ class RewindBatch:
         # rest of a prefill (profiled: with a 32k vocab, a [16, 112] prefill took 3-6x longer
         # computing the [B, T, V] logits it then threw away; ``model.generate`` does the same).
         keep = {"logits_to_keep": 1} if _takes_logits_to_keep(self.model) else {}
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         cache=self.cache, use_cache=True, output_hidden_states=True, **keep)
+        with _last_hidden(self.model) as captured:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             cache=self.cache, use_cache=True, output_hidden_states=captured is None, **keep)
         self.cache = out.cache
         self.tokens_run += int(attention_mask[:, -input_ids.shape[1]:].sum())
-        return out.logits[:, -1].float(), out.hidden_states[-1][:, -1].float()
+        last = captured[0] if captured else out.hidden_states[-1]  # (B, T, H)
+        return out.logits[:, -1].float(), last[:, -1].float()
 
     @torch.no_grad()
     def prefill(self, prompts: Sequence[Sequence[int]], floors: Sequence[int] | None = None):

@@ -20,10 +20,20 @@ import torch.nn.functional as F
 
 from policy.collator import IGNORE_INDEX, Collator
 from policy.model import Policy, load_policy
-from policy.sft import CheckpointTrainer, _problems, fit, resolve_policy_dir
-from policy.train_config import TrainConfig
+from policy.sft import (
+    _DTYPES,
+    CheckpointTrainer,
+    _context,
+    _problems,
+    dataset_size,
+    fit,
+    resolve_config,
+    resolve_policy_dir,
+)
+from policy.train_config import TrainConfig, resolve_counts
 
-__all__ = ["DPO_COLUMNS", "DPOCollator", "DPOTrainer", "check_pairs", "sequence_logps", "train_dpo"]
+__all__ = ["DPO_COLUMNS", "DPOCollator", "DPOTrainer", "check_pairs", "model_sequence_logps", "sequence_logps",
+           "train_dpo"]
 
 DPO_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids", "prompt_len")
 
@@ -56,16 +66,54 @@ class DPOCollator:
         return hard.pad(rows)
 
 
+LOGP_CHUNK = 1024  # labelled positions whose vocabulary logits exist at once (memory, not math)
+
+
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per row of ``logits [K, V]``: the target's logit minus logsumexp, in fp32 per
+    chunk of rows, so no full-vocabulary fp32 log-softmax of the whole batch ever exists."""
+    out = []
+    for i in range(0, logits.shape[0], LOGP_CHUNK):
+        chunk = logits[i:i + LOGP_CHUNK].float()  # (k, V): one chunk in fp32 at a time
+        out.append(chunk.gather(-1, targets[i:i + LOGP_CHUNK, None]).squeeze(-1) - chunk.logsumexp(-1))
+    return torch.cat(out) if out else logits.new_zeros(0, dtype=torch.float32)
+
+
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-prob of the labelled tokens per row, and their count: ``[N]``, ``[N]``.
 
     ``logits [N, L, V]`` and ``labels [N, L]`` in the transformers convention (the state at t-1
-    predicts ``labels[t]``).
+    predicts ``labels[t]``). Only labelled positions are scored (gathered first, chunked after).
     """
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]  # (N, L-1, V), (N, L-1)
+    labels = labels[:, 1:]  # (N, L-1)
     keep = labels != IGNORE_INDEX
-    logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logp * keep).sum(-1), keep.sum(-1)
+    rows, cols = keep.nonzero(as_tuple=True)  # (K,), (K,)
+    token_logp = _token_logps(logits[rows, cols], labels[rows, cols])  # (K,)
+    total = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device).index_add(0, rows, token_logp)
+    return total, keep.sum(-1)
+
+
+def model_sequence_logps(model: torch.nn.Module, feed: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sequence_logps`` without the ``[N, L, V]`` logits: the decoder's last hidden states
+    ``[N, L, H]`` are gathered at the labelled positions and only those go through the LM head,
+    chunk by chunk. Models that post-process logits (soft-capping, scaling) take the plain path."""
+    cfg = getattr(model, "config", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    post = any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"))
+    if head is None or post or not hasattr(model, "get_decoder"):
+        return sequence_logps(model(**feed).logits, labels)
+    hidden = model.get_decoder()(**feed, use_cache=False).last_hidden_state  # (N, L, H)
+    shifted = labels[:, 1:]  # the state at t-1 predicts labels[t]
+    keep = shifted != IGNORE_INDEX
+    rows, cols = keep.nonzero(as_tuple=True)  # (K,), (K,)
+    targets = shifted[rows, cols]
+    states = hidden[rows, cols]  # (K, H)
+    parts = []
+    for i in range(0, states.shape[0], LOGP_CHUNK):
+        parts.append(_token_logps(head(states[i:i + LOGP_CHUNK]), targets[i:i + LOGP_CHUNK]))
+    token_logp = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    total = torch.zeros(labels.shape[0], dtype=torch.float32, device=hidden.device).index_add(0, rows, token_logp)
+    return total, keep.sum(-1)
 
 
 class DPOTrainer(CheckpointTrainer):
@@ -80,9 +128,9 @@ class DPOTrainer(CheckpointTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         feed = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids")}
-        logp, n_tok = sequence_logps(model(**feed).logits, inputs["labels"])
+        logp, n_tok = model_sequence_logps(model, feed, inputs["labels"])
         with torch.no_grad():
-            ref_logp, _ = sequence_logps(self.ref_model(**feed).logits, inputs["labels"])
+            ref_logp, _ = model_sequence_logps(self.ref_model, feed, inputs["labels"])
         B = logp.shape[0] // 2
         chosen_ratio = logp[:B] - ref_logp[:B]  # log πθ(y_w|x) − log π_ref(y_w|x)
         rejected_ratio = logp[B:] - ref_logp[B:]
@@ -125,7 +173,7 @@ def check_pairs(dataset, *, max_length: int, name: str = "training") -> None:
 def init_policy(config: TrainConfig) -> Policy:
     """The SFT policy DPO starts from (also the frozen reference); it must already know ⟨b⟩."""
     policy = load_policy(resolve_policy_dir(config.init), attn_implementation=config.attn_implementation,
-                         add_backtrack=False)
+                         add_backtrack=False, dtype=_DTYPES[config.dtype])
     if policy.backtrack_id is None:
         raise ValueError(f"{config.init} has no backtrack token: DPO starts from an SFT run trained with ⟨b⟩")
     return policy
@@ -136,13 +184,18 @@ def fit_dpo(policy: Policy, train_pairs, eval_pairs, config: TrainConfig,
     """DPO-train ``policy`` on pair datasets (reference: a frozen copy of ``policy`` unless given)."""
     if policy.backtrack_id is None:
         raise ValueError("DPO needs a policy with the backtrack token (train it with SFT first)")
-    context = min(config.max_length, policy.max_positions or config.max_length)
+    context = _context(policy, config)
     check_pairs(train_pairs, max_length=context)
     check_pairs(eval_pairs, max_length=context, name="eval")
     sdpa = getattr(policy.model.config, "_attn_implementation", "eager") == "sdpa"
     collator = DPOCollator(pad_token_id=policy.tokenizer.pad_token_id, backtrack_id=policy.backtrack_id,
                            attn_form="bool" if sdpa else "float", max_length=context)
     reference = copy.deepcopy(policy.model) if reference is None else reference
+    if config.lora_r and not policy.is_adapter:
+        from policy.lora import apply_lora
+
+        policy = apply_lora(policy, r=config.lora_r, alpha=config.lora_alpha, targets=config.lora_targets,
+                            dropout=config.lora_dropout)
     return fit(policy, train_pairs, eval_pairs, config, collator=collator, trainer_cls=DPOTrainer,
                trainer_kwargs={"ref_model": reference, "beta": config.beta, "nll_weight": config.nll_weight},
                args_overrides={"label_names": ["labels"]}, **fit_kwargs)
@@ -154,7 +207,9 @@ def train_dpo(config: TrainConfig) -> Path:
         raise ValueError(f"train_dpo runs mode 'dpo', got {config.mode!r}")
     from policy import data
 
+    config = resolve_counts(config, dataset_size(config))  # counts that cannot hold fail before any work
     policy = init_policy(config)
+    config = resolve_config(config, policy)
     train = data.build_dataset("dpo", _problems(config, config.num_problems, "train"), policy.tokenizer,
                                seed=config.seed)
     evals = data.build_dataset("dpo", _problems(config, config.num_eval, "validation"), policy.tokenizer,

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from policy.decoding import RewindBatch
 from policy.layout import RunEvent, apply_backspaces, backspace_trace
 from policy.model import Policy
+from policy.prompts import encode_text
 from policy.sampling import SamplingConfig, choose_tokens, row_generators
 
 __all__ = ["Generation", "generate", "newline_token_ids", "row_seed"]
@@ -69,7 +70,8 @@ def _encode_prompts(policy: Policy, prompts: Sequence[str] | Sequence[Sequence[i
     for i, p in enumerate(prompts):
         if not isinstance(p, (str, Sequence)) or isinstance(p, bytes):
             raise ValueError(f"prompt {i} is a {type(p).__name__}; prompts must be a list of strings (or of token-id lists)")
-        ids = policy.tokenizer.encode(p, add_special_tokens=False) if isinstance(p, str) else [int(t) for t in p]
+        # A string prompt is user text: encoded with special-token parsing off (policy.prompts.encode_text).
+        ids = encode_text(policy.tokenizer, p) if isinstance(p, str) else [int(t) for t in p]
         if not ids:
             raise ValueError(f"prompt {i} is empty")
         if max(ids) >= vocab or min(ids) < 0:

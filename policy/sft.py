@@ -25,10 +25,11 @@ from transformers import Trainer, TrainingArguments
 from policy.atomic import atomic_write_json, atomic_write_text
 from policy.collator import Collator, required_columns
 from policy.model import Policy, load_policy, tiny_policy
-from policy.train_config import TrainConfig
+from policy.train_config import TrainConfig, default_lr, resolve_counts
 
-__all__ = ["COMPLETE_MARKER", "CheckpointTrainer", "check_dataset", "fit", "last_complete_checkpoint",
-           "harvest_datasets", "resolve_policy_dir", "start_policy", "train_sft"]
+__all__ = ["COMPLETE_MARKER", "CheckpointTrainer", "check_dataset", "check_lengths", "dataset_size", "fit",
+           "harvest_datasets", "is_tiny", "last_complete_checkpoint", "resolve_config", "resolve_policy_dir",
+           "start_policy", "train_sft"]
 
 COMPLETE_MARKER = "rewind_complete"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -61,30 +62,79 @@ class CheckpointTrainer(Trainer):
 
 
 def resolve_policy_dir(run: str | Path) -> Path:
-    """A run folder (``RUN/policy``) or a policy folder itself; refuse anything else clearly."""
+    """The policy folder (or LoRA adapter folder) of a run folder, a training run or a policy folder;
+    refuse anything else clearly (``policy.locate``)."""
+    from policy.locate import locate
+
     run = Path(run).expanduser()
     if not run.exists():
         raise FileNotFoundError(f"{run} does not exist (expected a training run folder or a policy folder)")
-    if (run / "policy" / "config.json").exists():
-        return run / "policy"
-    if (run / "config.json").exists():
-        return run
-    raise ValueError(f"{run} is not a policy checkpoint: neither it nor {run / 'policy'} holds config.json")
+    loc = locate(run)
+    if loc.kind not in ("folder", "adapter"):
+        raise ValueError(f"{run} is not a policy checkpoint folder")
+    return Path(loc.source)
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TINY_MAX_PARAMS = 5_000_000  # below this a model counts as the built-in tiny policy (for default lr)
+
+
+def is_tiny(policy: Policy) -> bool:
+    return sum(p.numel() for p in policy.model.parameters()) < TINY_MAX_PARAMS
 
 
 def start_policy(config: TrainConfig) -> Policy:
-    """The policy training starts from: the tiny policy, a model name / folder, or an earlier run."""
-    attn = config.attn_implementation
+    """The policy training starts from: the tiny policy, a model name / folder / run / .gguf /
+    adapter, or an earlier run; in ``config.dtype`` (fp32 master weights by default, whatever
+    dtype the checkpoint was saved in), with ``config.prompt_format`` and, with ``lora_r``, LoRA."""
+    attn, dtype = config.attn_implementation, _DTYPES[config.dtype]
     if config.harvest_from:  # an on-policy round continues the run it sampled
-        policy = load_policy(resolve_policy_dir(config.harvest_from), attn_implementation=attn)
+        policy = load_policy(config.harvest_from, attn_implementation=attn, dtype=dtype)
     elif config.model == "tiny":
         policy = tiny_policy(seed=config.seed, attn_implementation=attn)
+        policy.model.to(dtype)
     else:
-        path = Path(config.model).expanduser()
-        source = resolve_policy_dir(path) if path.exists() else config.model
-        policy = load_policy(source, attn_implementation=attn)
+        policy = load_policy(config.model, attn_implementation=attn, dtype=dtype)
+    if config.prompt_format is not None:
+        from policy.prompts import prompt_format_from_spec
+
+        fmt = prompt_format_from_spec(config.prompt_format, task=config.task)
+        fmt.encode("?", policy.tokenizer)  # a chat format on a model without a template fails here
+        policy = dataclasses.replace(policy, prompt_format=fmt)
+    if config.lora_r:
+        from policy.lora import apply_lora
+
+        policy = apply_lora(policy, r=config.lora_r, alpha=config.lora_alpha, targets=config.lora_targets,
+                            dropout=config.lora_dropout)
     policy.model.train()
     return policy
+
+
+def dataset_size(config: TrainConfig) -> int | None:
+    """Problems the task's training pool holds (None: the generator is unbounded)."""
+    if config.task == "builtin":
+        return None
+    from policy import data
+
+    return len(data.load_gsm8k("train"))
+
+
+def resolve_config(config: TrainConfig, policy: Policy) -> TrainConfig:
+    """``config`` with the learning rate of what trains filled in (counts are resolved earlier)."""
+    return dataclasses.replace(config, lr=default_lr(config, tiny=is_tiny(policy)))
+
+
+def check_lengths(config: TrainConfig, policy: Policy, problems: list, *, name: str = "training") -> None:
+    """Refuse, before building the dataset, problems whose clean prompt + solution is already longer
+    than the context (injected errors only make sequences longer)."""
+    from policy import data
+
+    context = _context(policy, config)
+    longest, worst = max((sum(len(x) for x in data.encode_problem(p, policy.tokenizer)), p.id) for p in problems)
+    if longest > context:
+        raise ValueError(f"{name} problem {worst} is {longest} tokens long (prompt + solution), longer than the "
+                         f"context of {context} ({'--max-length' if config.max_length else 'the model context'}); "
+                         f"raise --max-length to at least {longest} or drop the long problems")
 
 
 def check_dataset(dataset, mode: str, *, max_length: int, name: str = "training") -> None:
@@ -104,7 +154,10 @@ def check_dataset(dataset, mode: str, *, max_length: int, name: str = "training"
 
 
 def _context(policy: Policy, config: TrainConfig) -> int:
-    return min(config.max_length, policy.max_positions or config.max_length)
+    limits = [n for n in (config.max_length, policy.max_positions) if n]
+    if not limits:
+        raise ValueError("the model states no context length; pass --max-length")
+    return min(limits)
 
 
 def _use_bf16(config: TrainConfig) -> bool:
@@ -126,7 +179,10 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArgumen
         weight_decay=config.weight_decay, num_train_epochs=config.num_epochs, max_steps=config.max_steps,
         logging_steps=config.logging_steps, eval_strategy="steps", eval_steps=config.eval_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
-        seed=config.seed, data_seed=config.seed, bf16=_use_bf16(config), report_to=[],
+        seed=config.seed, data_seed=config.seed, bf16=_use_bf16(config), fp16=config.precision == "fp16",
+        report_to=[], gradient_checkpointing=config.gradient_checkpointing,
+        # non-reentrant checkpointing needs no input that requires grad (a frozen LoRA base has none)
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         remove_unused_columns=False,  # the collator reads segments / prompt_len / clean_ids
         prediction_loss_only=True, dataloader_num_workers=0, ddp_find_unused_parameters=False,
         # under torchrun on CPU, accelerate only sees the process group with an explicit gloo backend
@@ -148,6 +204,8 @@ def fit(policy: Policy, train_dataset, eval_dataset, config: TrainConfig, *, col
     complete checkpoint in ``OUT/checkpoints``; without it, existing checkpoints are an error.
     """
     out = Path(config.out)
+    if config.lr is None:
+        config = resolve_config(config, policy)
     context = _context(policy, config)
     if collator is None:
         check_dataset(train_dataset, config.mode, max_length=context)
@@ -169,9 +227,9 @@ def fit(policy: Policy, train_dataset, eval_dataset, config: TrainConfig, *, col
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     eval_metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        model = trainer.model.float() if _use_bf16(config) else trainer.model
+        model = trainer.model.float() if _use_bf16(config) and config.dtype == "fp32" else trainer.model
         model.eval()
-        Policy(model=model, tokenizer=policy.tokenizer).save(out / "policy")
+        dataclasses.replace(policy, model=model).save(out / "policy")  # an adapter folder under LoRA
         metrics = {**result.metrics, **eval_metrics, "global_step": trainer.state.global_step,
                    "world_size": trainer.args.world_size,
                    "resumed_from": resume_from.name if resume_from else None,
@@ -191,9 +249,7 @@ def _problems(config: TrainConfig, n: int, split: str) -> list:
         return list(data.generate_problems(n, seed=config.seed, split=split))
     problems = list(data.load_gsm8k("train"))
     # GSM8K has no validation split: the eval problems are the tail of train, disjoint from the head.
-    if config.num_problems + config.num_eval > len(problems):
-        raise ValueError(f"GSM8K train has {len(problems)} problems; --num-problems + --num-eval "
-                         f"= {config.num_problems + config.num_eval} is more")
+    resolve_counts(config, len(problems))  # raises if num_problems + num_eval do not fit
     return problems[:n] if split == "train" else problems[-n:]
 
 
@@ -202,10 +258,14 @@ def build_sft_datasets(config: TrainConfig, policy: Policy):
     so every DDP rank builds the same data."""
     from policy import data
 
-    train = data.build_dataset("sft", _problems(config, config.num_problems, "train"), policy.tokenizer,
-                               seed=config.seed)
-    evals = data.build_dataset("sft", _problems(config, config.num_eval, "validation"), policy.tokenizer,
-                               seed=config.seed + 1)
+    if config.num_problems is None:
+        config = resolve_counts(config, dataset_size(config))
+    train_problems = _problems(config, config.num_problems, "train")
+    eval_problems = _problems(config, config.num_eval, "validation")
+    check_lengths(config, policy, train_problems)
+    check_lengths(config, policy, eval_problems, name="eval")
+    train = data.build_dataset("sft", train_problems, policy.tokenizer, seed=config.seed)
+    evals = data.build_dataset("sft", eval_problems, policy.tokenizer, seed=config.seed + 1)
     return train, evals
 
 
@@ -243,7 +303,9 @@ def train_sft(config: TrainConfig) -> Path:
     """Run SFT (or, with ``harvest_from``, an on-policy round) as configured; returns the run folder."""
     if config.mode == "dpo":
         raise ValueError("mode 'dpo' runs through policy.dpo.train_dpo")
+    config = resolve_counts(config, dataset_size(config))  # counts that cannot hold fail before any work
     policy = start_policy(config)
+    config = resolve_config(config, policy)
     extra: dict = {}
     if config.harvest_from:
         train, evals, extra = harvest_datasets(config, policy)

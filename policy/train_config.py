@@ -2,8 +2,10 @@
 
 Every field carries its help text in ``metadata``; ``add_config_arguments`` builds the argparse
 flags from the fields and ``config_from_args`` builds the config back, so nothing is written twice.
-Defaults are sized for the built-in tiny policy (~0.8M parameters) to learn the built-in task in a
-few minutes on 2 CPU cores.
+Defaults that depend on the model or the data are ``None`` here and are filled in by
+``resolve_counts`` (problem counts, from the dataset's size, before any model is loaded) and by
+``policy.sft`` (the learning rate from the model, the longest sequence from the tokenized data);
+the resolved values are what ``train_config.json`` records.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["TRAIN_MODES", "TrainConfig", "add_config_arguments", "config_from_args"]
+__all__ = ["TRAIN_MODES", "TrainConfig", "add_config_arguments", "config_from_args", "default_lr", "resolve_counts"]
+
+DEFAULT_BUILTIN_PROBLEMS = 8000
+# Peak learning rates by what trains: the built-in ~0.8M-parameter policy from scratch, LoRA
+# adapters on a pretrained model, or all weights of a pretrained model (3e-3 destroys those at once).
+LR_TINY, LR_LORA, LR_FULL = 3e-3, 1e-4, 1e-5
 
 TRAIN_MODES = ("clean", "naive", "masked", "hard", "dpo")
 
@@ -34,15 +41,20 @@ class TrainConfig:
     init: str | None = _f(None, "dpo: the SFT run folder (or policy folder) to start from; also the reference")
     harvest_from: str | None = _f(None, "on-policy round: sample this run's policy and add its own wrong steps")
     # data
-    num_problems: int = _f(8000, "training problems (>= 1); each gives one or more examples")
+    num_problems: int | None = _f(None, "training problems (>= 1); default: builtin 8000, gsm8k every train "
+                                 "problem not held out for --num-eval")
     num_eval: int = _f(128, "held-out problems for the eval loss (>= 1)")
-    max_length: int = _f(512, "longest training sequence in tokens; longer ones are an error, not truncated")
+    max_length: int | None = _f(None, "longest training sequence in tokens (default: the model's context); "
+                                "longer ones are an error, said before the dataset is built")
+    prompt_format: str | None = _f(None, "plain | chat | fewshot:K | chat-fewshot:K | a template file with "
+                                   "{question} (default: the policy's own, plain for a new model)")
     # optimisation
     max_steps: int = _f(-1, "stop after this many optimiser steps (-1: run num_epochs)")
     num_epochs: float = _f(2.0, "passes over the training examples (> 0)")
     batch_size: int = _f(32, "examples per device per step (>= 1)")
     grad_accum: int = _f(1, "gradient accumulation steps (>= 1)")
-    lr: float = _f(3e-3, "peak learning rate (> 0); the tiny policy likes 1e-3..3e-3, real models ~1e-5")
+    lr: float | None = _f(None, f"peak learning rate (> 0); default: {LR_TINY} for the built-in tiny policy, "
+                          f"{LR_LORA} for LoRA, {LR_FULL} for full fine-tuning of a pretrained model")
     lr_scheduler: str = _f("cosine", "transformers scheduler name (cosine, linear, constant, ...)")
     warmup_ratio: float = _f(0.03, "share of steps spent warming the learning rate up, in [0, 1)")
     weight_decay: float = _f(0.0, "AdamW weight decay (>= 0)")
@@ -59,7 +71,17 @@ class TrainConfig:
     save_steps: int = _f(100, "checkpoint every N steps (>= 1)")
     save_total_limit: int = _f(2, "keep at most this many checkpoints (>= 1)")
     resume: bool = _f(False, "resume from the last complete checkpoint in OUT/checkpoints", flag=True)
-    precision: Literal["auto", "fp32", "bf16"] = _f("auto", "auto: bf16 on a GPU that supports it, else fp32")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
+        "auto", "autocast of the forward: auto = bf16 on a GPU that supports it, else fp32")
+    dtype: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32", "dtype of the trained weights: fp32 master weights (whatever the checkpoint's dtype; mixed "
+        "precision comes from --precision), or bf16/fp16 weights trained as they are")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory)", flag=True)
+    # LoRA (Hu et al. 2021) through PEFT; the ⟨b⟩ embedding row trains too
+    lora_r: int = _f(0, "LoRA rank (0: train all weights)")
+    lora_alpha: float | None = _f(None, "LoRA alpha; the update is scaled by alpha / r (default: 2r)")
+    lora_targets: str = _f("all-linear", "LoRA target modules: all-linear or names like q_proj,v_proj")
+    lora_dropout: float = _f(0.0, "LoRA dropout in [0, 1)")
     attn_implementation: Literal["eager", "sdpa"] = _f("sdpa", "attention implementation the model trains with")
 
     def __post_init__(self) -> None:
@@ -78,10 +100,10 @@ class TrainConfig:
         positive = ("num_problems", "num_eval", "max_length", "batch_size", "grad_accum", "logging_steps",
                     "eval_steps", "save_steps", "save_total_limit", "harvest_problems")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_epochs", "lr", "beta", "harvest_temperature"):
-            if not getattr(self, name) > 0:
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:  # numpy's seed range (the Trainer seeds numpy), checked before any work
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
@@ -91,10 +113,46 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0 or self.nll_weight < 0:
             raise ValueError("weight_decay and nll_weight must be >= 0")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+        if self.lora_r < 0 or (self.lora_alpha is not None and not self.lora_alpha > 0):
+            raise ValueError(f"lora_r must be >= 0 and lora_alpha > 0, got {self.lora_r}, {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_r and self.model == "tiny" and self.mode != "dpo" and not self.harvest_from:
+            raise ValueError("--lora-r is for pretrained models; the built-in tiny policy trains from scratch")
         if self.attn_implementation not in ("eager", "sdpa"):
             raise ValueError(f"attn_implementation must be eager or sdpa, got {self.attn_implementation!r}")
+
+
+def resolve_counts(config: TrainConfig, dataset_size: int | None) -> TrainConfig:
+    """Fill in ``num_problems`` and refuse counts the dataset cannot hold, before any work.
+
+    ``dataset_size`` is the number of problems the task has (None: the generator, unbounded).
+    The eval problems are held out of the same pool, so training and eval never share a problem."""
+    n, n_eval = config.num_problems, config.num_eval
+    if dataset_size is None:
+        return dataclasses.replace(config, num_problems=n or DEFAULT_BUILTIN_PROBLEMS)
+    if n_eval >= dataset_size:
+        raise ValueError(f"the {config.task} training set has {dataset_size} problems; --num-eval {n_eval} "
+                         "leaves none for training")
+    n = dataset_size - n_eval if n is None else n
+    if n + n_eval > dataset_size:
+        raise ValueError(f"the {config.task} training set has {dataset_size} problems; --num-problems {n} + "
+                         f"--num-eval {n_eval} = {n + n_eval} is more (at most --num-problems "
+                         f"{dataset_size - n_eval} with --num-eval {n_eval})")
+    return dataclasses.replace(config, num_problems=n)
+
+
+def default_lr(config: TrainConfig, *, tiny: bool) -> float:
+    """``config.lr``, or the default for what trains (see ``LR_TINY``, ``LR_LORA``, ``LR_FULL``)."""
+    if config.lr is not None:
+        return config.lr
+    if tiny:
+        return LR_TINY
+    return LR_LORA if config.lora_r else LR_FULL
 
 
 def _base_type(hint) -> tuple[type, tuple | None]:
