@@ -62,7 +62,7 @@ class RewindEngine:
     """Implements ``search.interfaces.PolicyEngine`` over a ``Policy``."""
 
     def __init__(self, policy: Policy, *, share_kv: bool = True, max_backtracks_per_step: int = 16,
-                 backtrack_bias: float = 0.0, max_kv_bytes: int | None = None):
+                 backtrack_bias: float = 0.0, max_kv_bytes: int | None = None, prompt_format=None):
         if policy.backtrack_id is None:
             raise ValueError("search needs a policy with the backtrack token")
         if max_kv_bytes is not None and max_kv_bytes <= 0:
@@ -72,6 +72,7 @@ class RewindEngine:
         self.max_backtracks_per_step = max_backtracks_per_step
         self.backtrack_bias = backtrack_bias  # added to the ⟨b⟩ logit when choosing (not to logprobs)
         self.max_kv_bytes = max_kv_bytes
+        self.prompt_format = prompt_format  # a policy.prompts.PromptFormat, or None: the policy's own
         self.hidden_size = policy.hidden_size
         self.kv_bytes = 0  # bytes of live segments
         self.peak_kv_bytes = 0
@@ -101,16 +102,15 @@ class RewindEngine:
             node = parent
 
     # ---- prompts --------------------------------------------------------------------------
-    def _format(self, question: str) -> str:
-        from policy.data.problems import format_prompt
-
-        return format_prompt(question)
+    def _format(self, question: str) -> tuple[str, list[int]]:
+        # The policy's prompt format (or the engine's override): the same ids training saw.
+        fmt = self.prompt_format or self.policy.prompt_format
+        return fmt.render(question, self.policy.tokenizer), fmt.encode(question, self.policy.tokenizer)
 
     @torch.no_grad()
     def start(self, questions: Sequence[str]) -> list[Prompt]:
-        tok = self.policy.tokenizer
-        texts = [self._format(q) for q in questions]
-        ids = [tok.encode(t, add_special_tokens=False) for t in texts]
+        formatted = [self._format(q) for q in questions]
+        texts, ids = [t for t, _ in formatted], [x for _, x in formatted]
         limit = self.policy.max_positions
         for i, x in enumerate(ids):
             if limit is not None and len(x) >= limit:
