@@ -15,11 +15,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from policy.train_config import add_config_arguments
 
     add_config_arguments(parser)
+    parser.add_argument("--merge", metavar="ADAPTER", default=None,
+                        help="instead of training: merge the LoRA adapter folder (or run) ADAPTER into its base "
+                             "and write the full policy folder to --out")
 
 
 def run(args: argparse.Namespace) -> int:
     from policy.train_config import config_from_args
 
+    if args.merge:
+        from policy.model import merge_lora
+
+        print(f"rewind train-policy: wrote {merge_lora(args.merge, args.out)}")
+        return 0
     config = config_from_args(args)
     if config.mode == "dpo":
         from policy.dpo import train_dpo
