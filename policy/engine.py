@@ -193,6 +193,10 @@ class _StepDecoder:
         live = list(range(len(parents)))  # original row index of each batch row
         raw = [[] for _ in parents]
         lps = [[] for _ in parents]
+        # per row, one entry per alive step token (mirrors the row's cache past its floor):
+        # [log-prob, entropy, last-layer hidden once fed] — the verifier's view of the step
+        self.alive: list[list[list]] = [[] for _ in parents]
+        pending: list[tuple[float, float] | None] = [None] * len(parents)
         last_hidden: list[torch.Tensor | None] = [None] * len(parents)
         last_logits = [self.logits[r] for r in range(len(parents))]
         logits = self.logits
@@ -201,6 +205,7 @@ class _StepDecoder:
             if not torch.isfinite(logits).all():
                 raise ValueError("the model produced NaN/inf logits during search")
             logp = logits.log_softmax(-1)
+            entropy = -(logp.exp() * logp).sum(-1)  # [B] entropy of each row's next-token distribution
             proc = logits.clone()
             proc[:, bid] += eng.backtrack_bias
             for b, r in enumerate(live):
@@ -211,6 +216,7 @@ class _StepDecoder:
             for b, (r, c) in enumerate(zip(live, chosen)):
                 raw[r].append(c)
                 lps[r].append(float(logp[b, c]))
+                pending[r] = (lps[r][-1], float(entropy[b]))
                 row = batch.rows[b]
                 step_alive = len(row.cached) - row.floor - row.run  # alive step tokens before this run
                 stop = None
@@ -221,7 +227,7 @@ class _StepDecoder:
                 elif limit is not None and len(row.cached) + 1 >= limit:
                     stop = "context"
                 if stop:
-                    yield r, self._sample(parents[r], b, raw[r], lps[r], last_hidden[r], last_logits[r], stop)
+                    yield r, self._sample(parents[r], b, r, raw[r], lps[r], last_hidden[r], last_logits[r], stop)
                 else:
                     keep.append(b)
             if not keep:
@@ -232,10 +238,12 @@ class _StepDecoder:
                 if gens is not None:
                     gens = [gens[b] for b in keep]
             toks = torch.tensor([raw[r][-1] for r in live])
+            closing = [batch.rows[b].run if raw[r][-1] != bid else 0 for b, r in enumerate(live)]
             logits, hidden = batch.feed(toks, [len(raw[r]) - 1 for r in live])
             done = []
             for b, r in enumerate(live):
                 self.fed_per_row[r] += 1
+                self._track_alive(r, raw[r][-1], closing[b], pending[r], hidden[b])
                 last_hidden[r], last_logits[r] = hidden[b], logits[b]
                 c = raw[r][-1]
                 in_run = batch.rows[b].run > 0
@@ -246,7 +254,7 @@ class _StepDecoder:
             if done:
                 for b, stop in done:
                     r = live[b]
-                    yield r, self._sample(parents[r], b, raw[r], lps[r], last_hidden[r], last_logits[r], stop)
+                    yield r, self._sample(parents[r], b, r, raw[r], lps[r], last_hidden[r], last_logits[r], stop)
                 keep = [b for b in range(len(live)) if b not in {d for d, _ in done}]
                 if not keep:
                     return
@@ -256,16 +264,45 @@ class _StepDecoder:
                 if gens is not None:
                     gens = [gens[b] for b in keep]
 
+    def _track_alive(self, r: int, token: int, closed_run: int, lp_ent: tuple[float, float], hidden) -> None:
+        """Mirror one fed token in row ``r``'s alive list: a ⟨b⟩ adds nothing (its run is deleted
+        with it); a token that closes a run of k first drops the k alive tokens the run deletes."""
+        if token == self.engine.policy.backtrack_id:
+            return
+        alive = self.alive[r]
+        if closed_run:
+            del alive[max(0, len(alive) - closed_run):]
+        alive.append([lp_ent[0], lp_ent[1], hidden])
+
+    def _step_view(self, r: int, n_ids: int, pending_run: int, parent: NodeKV):
+        """(hidden [T, H], log-probs [T], entropies [T]) of the step's ``n_ids`` alive tokens.
+
+        A run still pending at the end of the step (EOS or the context limit chose the next token)
+        deletes its tokens from the view as it does from ``ids``. A step with no fed alive token
+        is seen through the parent's last state."""
+        alive = self.alive[r]
+        if pending_run:
+            del alive[max(0, len(alive) - pending_run):]
+        if len(alive) != n_ids:
+            raise RuntimeError(f"internal: the step's alive view has {len(alive)} tokens but its ids {n_ids}")
+        if not alive:
+            h = parent.hidden if parent.hidden is not None else torch.zeros(self.engine.hidden_size)
+            return h.float().cpu().view(1, -1), torch.zeros(1), torch.zeros(1)
+        hidden = torch.stack([a[2] for a in alive]).float().cpu()  # [T, H]
+        return (hidden, torch.tensor([a[0] for a in alive], dtype=torch.float32),
+                torch.tensor([a[1] for a in alive], dtype=torch.float32))
+
     def _answer_line(self, row) -> bool:
         text = self.engine.policy.tokenizer.decode(row.cached[row.floor:], skip_special_tokens=True)
         return text.lstrip().startswith("####")
 
-    def _sample(self, parent: NodeKV, b: int, raw: list[int], lps: list[float], hidden, logits, stop: str) -> StepSample:
+    def _sample(self, parent: NodeKV, b: int, r: int, raw: list[int], lps: list[float], hidden, logits, stop: str) -> StepSample:
         eng, batch = self.engine, self.batch
         tok, bid = eng.policy.tokenizer, eng.policy.backtrack_id
         row = batch.rows[b]
         rejected = stop == "rejected"
         finished = stop in ("eos", "answer", "context")
+        pending = 0
         if rejected:
             ids: list[int] = []
         else:
@@ -293,7 +330,9 @@ class _StepDecoder:
             answer = extract_answer(tok.decode(full, skip_special_tokens=True))
         p_b = float(logits.float().softmax(-1)[bid])
         h = hidden if hidden is not None else parent.hidden  # nothing fed: the parent's last state
+        view = (None, None, None) if rejected else self._step_view(r, len(ids), pending, parent)
         return StepSample(
+            step_hidden=view[0], step_logprobs=view[1], step_entropies=view[2],
             ids=tuple(ids), raw_ids=tuple(raw), text=tok.decode(ids, skip_special_tokens=True),
             raw_text=tok.decode(raw, skip_special_tokens=False), logprob=float(sum(lps)), backtracks=events,
             hidden=None if h is None else h.float().cpu(), p_backtrack_policy=p_b, state=state, rejected=rejected,

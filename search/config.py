@@ -113,12 +113,19 @@ class BeamConfig(SearchConfig):
     samples: int = _f(4, "children drawn per beam (M), >= 1")
     rank: Literal["verifier", "logprob"] = _f(
         "verifier", "keep children by lowest P(backtrack) ('verifier') or highest path log-prob ('logprob')")
+    aggregate: Literal["last", "max", "prod"] = _f(
+        "prod", "a path's verifier score from its steps' P(error): the last step's, the worst ('max'), or "
+        "1 - prod(1 - p) ('prod'); measured in `rewind diagnose`")
+    root_samples: int | None = _f(None, "children drawn at the root, >= 1 (None: width x samples)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least(self, "width", 1)
         _at_least(self, "samples", 1)
         _one_of(self, "rank", ("verifier", "logprob"))
+        _one_of(self, "aggregate", ("last", "max", "prod"))
+        if self.root_samples is not None:
+            _at_least(self, "root_samples", 1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ExpandResult", "PolicyEngine", "Prompt", "StepRequest", "StepSample", "Verifier"]
+__all__ = ["ExpandResult", "PolicyEngine", "Prompt", "StepRequest", "StepSample", "StepVerifier", "StepView", "Verifier"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,11 @@ class StepSample:
     answer: str | None  # the final answer when finished
     kv_bytes: int  # bytes of the child's KV segment (0 when rejected)
     stop_reason: str  # "newline", "eos", "answer", "max_step_tokens", "max_backtracks", "rejected", "context"
+    # The verifier's view of the step (None when rejected): one row per alive step token, T >= 1
+    # (a step with no fed token is seen through the parent's last state, with zeros below).
+    step_hidden: torch.Tensor | None = None  # [T, H] fp32 last-layer hidden states of the alive step tokens
+    step_logprobs: torch.Tensor | None = None  # [T] fp32 log p(token | alive prefix) at temperature 1
+    step_entropies: torch.Tensor | None = None  # [T] fp32 entropy (nats) of the distribution each token came from
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,35 @@ class PolicyEngine(Protocol):
 
     def solution_text(self, prompt_state: Any, ids: Sequence[int]) -> str:
         """Decode alive solution ids (prompt excluded) to text."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What a step verifier reads of one new node: its step, as decoding computed it."""
+
+    hidden: torch.Tensor  # [T, H] fp32 last-layer hidden states of the step's alive tokens
+    logprobs: torch.Tensor  # [T] fp32 log-prob of each alive token under the policy (temperature 1)
+    entropies: torch.Tensor  # [T] fp32 entropy of each token's next-token distribution
+    depth: int  # depth of the node (1 = the first step)
+    text: str = ""  # the step's alive text (for checker baselines; a learned verifier reads the tensors)
+    prefix: str = ""  # the alive solution text before the step
+    prompt: str = ""  # the prompt the policy saw
+
+    @classmethod
+    def of(cls, sample: StepSample, depth: int, *, prefix: str = "", prompt: str = "") -> StepView:
+        if sample.step_hidden is None:
+            raise RuntimeError("the engine returned a step without its hidden states; a step verifier needs them")
+        return cls(sample.step_hidden, sample.step_logprobs, sample.step_entropies, depth, sample.text, prefix, prompt)
+
+
+@runtime_checkable
+class StepVerifier(Protocol):
+    """A verifier that reads whole steps: ``score_steps(views) -> P(step holds an error) [N]``."""
+
+    hidden_size: int
+
+    def score_steps(self, steps: Sequence[StepView]) -> torch.Tensor:
         ...
 
 

@@ -18,7 +18,7 @@ from search.accounting import Accounting, live_kv_bytes
 from search.config import SearchConfig
 from search.tree import ROOT, Tree
 
-__all__ = ["ENDING_STOP_REASONS", "Drawn", "Expand", "Outcome", "SearchRun"]
+__all__ = ["AGGREGATES", "ENDING_STOP_REASONS", "Drawn", "Expand", "Outcome", "SearchRun", "path_p"]
 
 # stop reasons of a step that ends the solution (no child can follow it)
 ENDING_STOP_REASONS = ("eos", "answer", "context")
@@ -157,3 +157,28 @@ class SearchRun:
         if cfg.max_kv_bytes is not None and live_kv_bytes(self.tree, self.handles, self.kv_bytes) > cfg.max_kv_bytes:
             return "max_kv_bytes"
         return None
+
+
+def _path_max(run: SearchRun, n: int) -> float:
+    return max(run.p(a) for a in run.tree.path(n))
+
+
+def _path_prod(run: SearchRun, n: int) -> float:
+    ok = 1.0
+    for a in run.tree.path(n):
+        ok *= 1.0 - run.p(a)
+    return 1.0 - ok
+
+
+# A path's P(error) from its steps' scores (the root has none: p = 0). "last" compares raw scores
+# of nodes only, which is fair between siblings; "max" and "prod" compare paths of any depth.
+AGGREGATES: dict[str, Callable[[SearchRun, int], float]] = {
+    "last": lambda run, n: run.p(n),
+    "max": _path_max,
+    "prod": _path_prod,
+}
+
+
+def path_p(run: SearchRun, nid: int, aggregate: str) -> float:
+    """P(the path to ``nid`` holds an error) by the rule ``aggregate`` (see ``AGGREGATES``)."""
+    return AGGREGATES[aggregate](run, nid)

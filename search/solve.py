@@ -18,10 +18,10 @@ import torch
 
 from search.config import SearchConfig, make_config
 from search.driver import drive
-from search.interfaces import PolicyEngine, StepRequest, StepSample
+from search.interfaces import PolicyEngine, StepRequest, StepSample, StepView
 from search.run import ENDING_STOP_REASONS, Drawn, Expand, SearchRun
 from search.seeding import child_seeds
-from search.tree import Tree
+from search.tree import ROOT, Tree
 
 __all__ = ["Solution", "solve", "solve_many"]
 
@@ -164,11 +164,15 @@ class _EngineSource:
         where = [(k, j) for k, ss in enumerate(samples) for j, s in enumerate(ss) if not s.rejected]
         if not where:
             return scores
-        hidden = [samples[k][j].hidden for k, j in where]
-        if any(h is None for h in hidden):
-            raise RuntimeError("the engine returned a sample without a hidden state; the verifier needs one")
         with torch.no_grad():
-            probs = self.verifier.score(torch.stack([h.float() for h in hidden])).reshape(-1).tolist()
+            if callable(getattr(self.verifier, "score_steps", None)):  # a step verifier reads whole steps
+                views = [self._view(batch[k][0], batch[k][1].node, samples[k][j]) for k, j in where]
+                probs = self.verifier.score_steps(views).reshape(-1).tolist()
+            else:
+                hidden = [samples[k][j].hidden for k, j in where]
+                if any(h is None for h in hidden):
+                    raise RuntimeError("the engine returned a sample without a hidden state; the verifier needs one")
+                probs = self.verifier.score(torch.stack([h.float() for h in hidden])).reshape(-1).tolist()
         scored: dict[int, int] = defaultdict(int)
         for (k, j), p in zip(where, probs, strict=True):
             scores[k][j] = float(p)
@@ -178,6 +182,13 @@ class _EngineSource:
                 run.acct.verifier_calls += 1
                 run.acct.nodes_scored += scored[id(run)]
         return scores
+
+
+    @staticmethod
+    def _view(run: SearchRun, parent: int, sample: StepSample) -> StepView:
+        tree = run.tree
+        return StepView.of(sample, tree.nodes[parent].depth + 1, prefix=tree.solution_text(parent),
+                           prompt=tree.nodes[ROOT].text)
 
 
 def _drawn(s: StepSample, p: float | None) -> Drawn:
@@ -220,6 +231,12 @@ def _engine(policy: Any, cfg: SearchConfig) -> PolicyEngine:
 def _check_verifier(verifier: Any, hidden_size: int) -> None:
     """A verifier must read hidden states of the policy's width: check its ``hidden_size``, or probe it."""
     if verifier is None:
+        return
+    if callable(getattr(verifier, "score_steps", None)):
+        size = getattr(verifier, "hidden_size", None)
+        if size is not None and int(size) != int(hidden_size):
+            raise ValueError(f"the verifier reads hidden states of size {size} but the policy's are {hidden_size}: "
+                             "it was trained for another policy")
         return
     if not callable(getattr(verifier, "score", None)):
         raise ValueError(f"verifier must offer .score(hidden) -> P(backtrack); got {type(verifier).__name__}")

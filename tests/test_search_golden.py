@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from scripted_engine import ARITH, BT, HiddenVerifier, ScriptedEngine, summary
 
 import search
@@ -47,8 +48,9 @@ GOLDEN_MCTS = [
 
 
 def test_golden_beam_tree_is_reproduced():
+    # recorded with M children at the root and the last step's score (the defaults before issue 14)
     sol = search.solve("What is x?", strategy="beam", policy=ScriptedEngine(ARITH), verifier=HiddenVerifier(),
-                       threshold=0.65, seed=6, width=2, samples=4)
+                       threshold=0.65, seed=6, width=2, samples=4, root_samples=4, aggregate="last")
     assert summary(sol.tree) == GOLDEN_BEAM
     assert sol.answer == "4" and sol.text == "x=2\ny=4\n#### 4\n"
     assert sol.tree.chosen == [0, 1, 5, 13]
@@ -67,5 +69,35 @@ def test_golden_mcts_tree_is_reproduced():
 
 def test_another_seed_gives_another_tree():
     sol = search.solve("What is x?", strategy="beam", policy=ScriptedEngine(ARITH), verifier=HiddenVerifier(),
-                       threshold=0.65, seed=5, width=2, samples=4)
+                       threshold=0.65, seed=5, width=2, samples=4, root_samples=4, aggregate="last")
     assert summary(sol.tree) != GOLDEN_BEAM
+
+
+def test_beam_root_draws_width_times_samples_children_by_default():
+    sol = search.solve("What is x?", strategy="beam", policy=ScriptedEngine(ARITH), verifier=HiddenVerifier(),
+                       threshold=1.0, seed=6, width=2, samples=3)
+    assert len(sol.tree.children[0]) == 6
+    narrow = search.solve("What is x?", strategy="beam", policy=ScriptedEngine(ARITH), verifier=HiddenVerifier(),
+                          threshold=1.0, seed=6, width=2, samples=3, root_samples=3)
+    assert len(narrow.tree.children[0]) == 3
+
+
+@pytest.mark.parametrize("aggregate", ["last", "max", "prod"])
+def test_path_aggregates_read_every_step(aggregate):
+    from search.run import path_p
+
+    sol = search.solve("What is x?", strategy="beam", policy=ScriptedEngine(ARITH), verifier=HiddenVerifier(),
+                       threshold=1.0, seed=6, width=4, samples=4)
+    tree = sol.tree
+    nid = next(n.id for n in tree.nodes if n.depth == 2 and n.p_backtrack is not None)
+    ps = [tree.nodes[a].p_backtrack for a in tree.path(nid)[1:]]
+
+    class _Run:
+        pass
+
+    run = _Run()
+    run.tree = tree
+    run.p = lambda a: 0.0 if tree.nodes[a].p_backtrack is None else tree.nodes[a].p_backtrack
+    want = {"last": ps[-1], "max": max(ps), "prod": 1 - (1 - ps[0]) * (1 - ps[1])}[aggregate]
+    assert ps[0] != ps[1]  # the rules differ on this path
+    assert path_p(run, nid, aggregate) == pytest.approx(want)

@@ -24,6 +24,16 @@ class VerifierTrainConfig:
 
     out: str = _f(None, "run folder: gets verifier/ (the head), metrics.json, config.json, features.pt, plots")
     policy: str = _f(None, "the frozen policy: a train-policy run folder, a policy folder, or 'tiny' (random init)")
+    kind: Literal["step", "token"] = _f(
+        "step", "'step': a small transformer over every position of a step, trained on the policy's own sibling "
+        "steps (the checker labels them); 'token': the MLP on one hidden state, trained on --labels")
+    beam_width: int = _f(4, "step: beam width W of the unpruned log-prob beam that draws the labelled steps (>= 1)")
+    beam_samples: int = _f(4, "step: children per beam M of that beam (>= 1); the root draws W x M")
+    search_temperature: float = _f(0.4, "step: sampling temperature of the labelled steps (> 0): the search's")
+    step_width: int = _f(96, "step: model width of the step verifier (>= 1, a multiple of 4)")
+    step_layers: int = _f(2, "step: transformer layers of the step verifier (>= 1)")
+    step_lr: float = _f(1e-3, "step: peak AdamW learning rate (> 0)")
+    pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")
     labels: Literal["injected", "rollouts", "mc", "mix"] = _f(
         "injected", "label source: injected errors, the checker on the policy's own samples, MC completions, or all")
     task: Literal["builtin", "gsm8k"] = _f("builtin", "problems: the built-in generator (validation split) or GSM8K train")
@@ -52,6 +62,15 @@ class VerifierTrainConfig:
             raise ValueError("out is required: the run folder to write the verifier into")
         if not self.policy:
             raise ValueError("policy is required: a train-policy run folder, a policy folder, or 'tiny'")
+        if self.kind not in ("step", "token"):
+            raise ValueError(f"kind must be 'step' or 'token', got {self.kind!r}")
+        for name in ("beam_width", "beam_samples", "step_layers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.step_width, int) or self.step_width < 4 or self.step_width % 4:
+            raise ValueError(f"step_width must be a multiple of 4, >= 4, got {self.step_width!r}")
+        if not self.search_temperature > 0 or not self.step_lr > 0 or not self.pair_weight >= 0:
+            raise ValueError("search_temperature and step_lr must be > 0, pair_weight >= 0")
         if self.labels not in LABEL_KINDS:
             raise ValueError(f"labels must be one of {LABEL_KINDS}, got {self.labels!r}")
         if self.task not in ("builtin", "gsm8k"):

@@ -20,10 +20,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from policy.atomic import atomic_dir
+from verifier.step_head import STEP_VERIFIER_KIND, VERIFIER_FORMAT_VERSION, StepVerifier
 
 __all__ = ["VERIFIER_FORMAT_VERSION", "VerifierHead", "load_verifier", "score", "tokenizer_fingerprint"]
 
-VERIFIER_FORMAT_VERSION = 1
 _WEIGHTS = "head.safetensors"
 _CONFIG = "verifier_config.json"
 
@@ -159,6 +159,11 @@ def load_verifier(path: str | os.PathLike, policy=None, *, device: str | torch.d
         if cfg.get("tokenizer_fingerprint") not in (None, fp):
             raise ValueError(f"the verifier in {path} was trained for a policy with another tokenizer (fingerprint "
                              f"{cfg['tokenizer_fingerprint']} vs the policy's {fp}): train a verifier for this policy")
+    if cfg.get("kind", "token") == STEP_VERIFIER_KIND:
+        head = StepVerifier.from_folder(path, cfg)
+        if device is not None:
+            head.to(device)
+        return head
     head = VerifierHead(int(cfg["hidden_size"]), width=int(cfg["width"]), dropout=float(cfg.get("dropout", 0.0)),
                         tokenizer_fingerprint=cfg.get("tokenizer_fingerprint"))
     weights = path / _WEIGHTS

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from policy.atomic import atomic_write_json
-from policy.data import generate_problems, inject_errors, load_gsm8k
+from policy.data import inject_errors
 from policy.data.problems import Problem
 from policy.generate import newline_token_ids
 from policy.model import Policy, load_policy, tiny_policy
@@ -35,6 +34,8 @@ from verifier.labels import (
 )
 from verifier.metrics import auroc
 from verifier.report import evaluate, summary_table, write_plots
+from verifier.splits import split_problems, verifier_problems
+from verifier.step_train import train_step_verifier
 
 __all__ = ["build_labels", "calibrate", "fit_head", "load_frozen_policy", "split_problems", "train_verifier"]
 
@@ -56,21 +57,7 @@ def load_frozen_policy(spec: str) -> Policy:
 
 
 def _problems(config: VerifierTrainConfig) -> list[Problem]:
-    if config.task == "builtin":
-        # The validation split: problems the policy did not train on (its data is the train split).
-        return generate_problems(config.num_problems, seed=config.seed, split="validation")
-    return load_gsm8k("train")[: config.num_problems]
-
-
-def split_problems(ids: Sequence[str], *, test_share: float, val_share: float, seed: int) -> dict[str, set[str]]:
-    """Deterministic split of problem ids into ``train``/``val``/``test`` (each non-empty)."""
-    ids = sorted(set(ids))
-    if len(ids) < 3:
-        raise ValueError(f"need at least 3 problems to split into train/val/test, got {len(ids)}")
-    random.Random(f"verifier-split:{seed}").shuffle(ids)
-    n_test = min(len(ids) - 2, max(1, round(test_share * len(ids))))
-    n_val = min(len(ids) - n_test - 1, max(1, round(val_share * len(ids))))
-    return {"test": set(ids[:n_test]), "val": set(ids[n_test:n_test + n_val]), "train": set(ids[n_test + n_val:])}
+    return verifier_problems(config.task, config.num_problems, config.seed)
 
 
 def build_labels(policy: Policy, problems: Sequence[Problem], config: VerifierTrainConfig,
@@ -235,10 +222,12 @@ def train_verifier(config: VerifierTrainConfig, *, policy: Policy | None = None,
     """Build labels, cache features, train the head, evaluate on held-out problems and write
     ``out/verifier/`` (head + config), ``out/metrics.json``, ``out/config.json``,
     ``out/features.pt`` and ``out/reliability_<source>.png``. Returns ``out``."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     policy = policy if policy is not None else load_frozen_policy(config.policy)
     policy.model.eval()
+    if config.kind == "step":
+        return train_step_verifier(config, policy, progress=progress)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", dataclasses.asdict(config))
     key = _feature_key(config, policy)
     feats = load_features(out / "features.pt", key=key)

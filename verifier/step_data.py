@@ -1,0 +1,204 @@
+"""On-policy step labels for the step verifier: the policy's own sibling steps, drawn by search.
+
+``collect_steps`` runs step beam search (no pruning, children ranked by path log-prob) on
+problems the policy did not train on, at the search temperature, through a ``RecordingEngine``
+that keeps every drawn child's ``StepView`` — the very tensors search hands the verifier, so
+training and search read identical features. Each child is labelled by ``step_label``:
+
+- 1 when the step's calculator annotation is wrong or malformed (``check_steps`` on the line),
+- 1 when an operand of the annotation appears nowhere before it (not in the question, not an
+  earlier result, not earlier in the line) — a misread quantity,
+- 1 when a final ``#### x`` line disagrees with the last result computed on the path,
+- 1 when the step hit the step-length cap (a runaway line),
+- else 0.
+
+Children of one expansion form a *sibling group*: the verifier's job in search is to order them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from policy.atomic import public_mode
+from policy.data.grading import answers_match, check_steps, extract_answer, parse_annotations
+from policy.data.problems import Problem
+from policy.model import Policy
+from search import solve_many
+from search.interfaces import ExpandResult, StepRequest, StepView
+
+__all__ = ["RecordingEngine", "StepData", "collect_steps", "step_label"]
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# constants a correct solution may introduce without having read them (unit conversions, halves, percent)
+_FREE_CONSTANTS = frozenset({"1", "2", "3", "4", "5", "7", "10", "12", "24", "60", "100", "1000"})
+
+
+def _numbers(text: str) -> set[str]:
+    return {m.group(0).lstrip("0") or "0" for m in _NUMBER.finditer(text.replace(",", ""))}
+
+
+def step_label(question: str, prefix: str, step: str, stop_reason: str) -> tuple[int, str]:
+    """(1 if the step holds an error else 0, the kind: ``ok``, ``result``, ``malformed``, ``operand``,
+    ``answer``, ``runaway``). ``prefix`` is the alive solution text before the step."""
+    if stop_reason == "max_step_tokens":
+        return 1, "runaway"
+    check = check_steps(step)
+    if check.errors:
+        return 1, ("malformed" if check.errors[0].kind == "malformed" else "result")
+    seen = _numbers(question) | _numbers(prefix)
+    for a in parse_annotations(step):
+        before = step[: a.span[0]]
+        known = seen | _numbers(before) | _FREE_CONSTANTS
+        if any(x not in known for x in _numbers(a.expr)):
+            return 1, "operand"
+    if step.lstrip().startswith("####"):
+        results = [a.result for a in parse_annotations(prefix)]
+        got = extract_answer(prefix + step)
+        if results and got is not None and not answers_match(got, results[-1]):
+            return 1, "answer"
+        if got is None:
+            return 1, "malformed"
+    return 0, "ok"
+
+
+@dataclass
+class StepData:
+    """Labelled sibling steps: per row a ``StepView`` and its label, its sibling group and problem."""
+
+    views: list[StepView] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)  # rows with one group id are siblings
+    problem_ids: list[str] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # the step's own log-prob (raw tokens)
+    path_logprobs: list[float] = field(default_factory=list)  # log-prob of the path up to and with the step
+    p_policy: list[float] = field(default_factory=list)  # the policy's P(⟨b⟩) after the step
+    texts: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, rows: Sequence[int]) -> StepData:
+        out = StepData()
+        for name in self.__dataclass_fields__:
+            src = getattr(self, name)
+            setattr(out, name, [src[i] for i in rows])
+        return out
+
+    def of_problems(self, ids: set[str]) -> StepData:
+        return self.subset([i for i, p in enumerate(self.problem_ids) if p in ids])
+
+    def save(self, path: str | Path, *, key: str) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+        os.close(fd)
+        public_mode(tmp)
+        try:
+            torch.save({"key": key, **{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "views"},
+                        "views": [(v.hidden.half(), v.logprobs, v.entropies, v.depth) for v in self.views]}, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path, *, key: str) -> StepData | None:
+        path = Path(path)
+        if not path.exists():
+            return None
+        try:
+            data = torch.load(path, weights_only=True)
+        except Exception:  # a torn or foreign file: collect again
+            return None
+        if data.get("key") != key:
+            return None
+        out = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k != "views"})
+        out.views = [StepView(h.float(), lp, ent, int(d)) for h, lp, ent, d in data["views"]]
+        return out
+
+
+class RecordingEngine:
+    """A ``PolicyEngine`` that forwards to a policy's engine and records every drawn child's view."""
+
+    def __init__(self, policy: Policy, questions: dict[str, str]):
+        self.policy = policy
+        self.inner = policy.engine(share_kv=True)
+        self.hidden_size = self.inner.hidden_size
+        self.questions = questions  # question text -> problem id
+        self.problem_of_prompt: dict[int, str] = {}  # id of a root KV handle -> its question
+        self.data = StepData()
+        self._path_lp: dict[int, float] = {}
+        self._group = 0
+
+    def start(self, questions):
+        prompts = self.inner.start(questions)
+        for q, p in zip(questions, prompts):
+            self.problem_of_prompt[id(p.state)] = q
+        return prompts
+
+    def release(self, state) -> None:
+        self.inner.release(state)
+
+    def solution_text(self, prompt_state, ids) -> str:
+        return self.inner.solution_text(prompt_state, ids)
+
+    def _root(self, state):
+        while state.parent is not None:
+            state = state.parent
+        return state
+
+    def expand(self, requests: Sequence[StepRequest], **kw) -> list[ExpandResult]:
+        results = self.inner.expand(requests, **kw)
+        tok = self.policy.tokenizer
+        for req, res in zip(requests, results):
+            question = self.problem_of_prompt[id(self._root(req.state))]
+            prefix_ids = req.state.path_tokens()[req.state.prompt_len:]
+            prefix = tok.decode(prefix_ids, skip_special_tokens=True)
+            base_lp = self._path_lp.get(id(req.state), 0.0)
+            for s in res.samples:
+                if s.rejected:
+                    continue
+                label, kind = step_label(question, prefix, s.text, s.stop_reason)
+                d = self.data
+                d.views.append(StepView.of(s, req.depth + 1))
+                d.labels.append(label)
+                d.kinds.append(kind)
+                d.groups.append(self._group)
+                d.problem_ids.append(self.questions[question])
+                d.logprobs.append(float(s.logprob))
+                d.path_logprobs.append(base_lp + float(s.logprob))
+                d.p_policy.append(float(s.p_backtrack_policy))
+                d.texts.append(s.text)
+                if s.state is not None:
+                    self._path_lp[id(s.state)] = base_lp + float(s.logprob)
+            self._group += 1
+        return results
+
+
+def collect_steps(policy: Policy, problems: Sequence[Problem], *, width: int = 4, samples: int = 4,
+                  temperature: float = 0.4, seed: int = 0, batch_problems: int = 32, max_depth: int = 12,
+                  progress: bool = True) -> StepData:
+    """Label every child drawn by an unpruned, log-prob-ranked step beam (W×M children at the
+    root, M per beam after) on ``problems``; see the module docstring for the labels."""
+    if not problems:
+        raise ValueError("no problems to collect verifier labels from")
+    questions = {p.question: p.id for p in problems}
+    engine = RecordingEngine(policy, questions)
+    bar = tqdm(total=len(problems), desc="verifier labels (own samples)", disable=not progress)
+    for start in range(0, len(problems), batch_problems):
+        chunk = list(problems[start:start + batch_problems])
+        solve_many([p.question for p in chunk], policy=engine, verifier=None, strategy="beam", width=width,
+                          samples=samples, rank="logprob", threshold=1.0, temperature=temperature,
+                          seed=seed + start, max_depth=max_depth)
+        bar.update(len(chunk))
+    bar.close()
+    return engine.data

@@ -1,0 +1,194 @@
+"""``StepVerifier``: reads a whole step — every alive token's hidden state, log-prob and entropy —
+and predicts P(the step holds an error).
+
+Why not one vector: on the built-in task most of the policy's errors are a wrong result inside
+``<<a*b=c>>``. Whether ``c`` is right depends on the digits of ``a``, ``b`` and ``c`` at different
+positions of the step, and a probe on the last hidden state of a 0.8M-parameter policy could not
+recover it (sibling AUROC 0.53–0.56, issue 14). Here a small transformer attends over the step's
+positions, which is enough to compare the written result with the operands.
+
+Input per node (``search.interfaces.StepView``): ``hidden [T, H]``, ``logprobs [T]``,
+``entropies [T]`` — all computed by decoding already (no second forward of the policy) — and the
+node's depth. Architecture::
+
+    x_t = Linear(LayerNorm(h_t)) + Linear([lp_t, ent_t]) + pos_t        # (T, d)
+    x   = TransformerEncoder(x, 2 layers, pre-norm, key padding mask)    # (T, d)
+    z   = [attention-pool(x), mean(x), min lp, mean lp, max ent, log T]  # (2d + 4,)
+    logit = Linear(GELU(Linear(z)))                                      # ()
+
+Then a Platt scale and bias (``calibrate``), identity until set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from policy.atomic import atomic_dir
+
+__all__ = ["STEP_VERIFIER_KIND", "VERIFIER_FORMAT_VERSION", "StepBatch", "StepVerifier", "collate_steps"]
+
+VERIFIER_FORMAT_VERSION = 1  # of every saved verifier folder (``verifier.head`` reads it from here)
+STEP_VERIFIER_KIND = "step"
+_WEIGHTS = "head.safetensors"
+_CONFIG = "verifier_config.json"
+
+
+class StepBatch:
+    """Padded steps: ``hidden [N, T, H]``, ``scalars [N, T, 2]`` (log-prob, entropy),
+    ``mask [N, T]`` (True = a real token), ``depth [N]``."""
+
+    def __init__(self, hidden: torch.Tensor, scalars: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor):
+        self.hidden, self.scalars, self.mask, self.depth = hidden, scalars, mask, depth
+
+    def __len__(self) -> int:
+        return int(self.hidden.shape[0])
+
+    def to(self, device: torch.device) -> StepBatch:
+        return StepBatch(self.hidden.to(device), self.scalars.to(device), self.mask.to(device), self.depth.to(device))
+
+
+def collate_steps(hidden: Sequence[torch.Tensor], logprobs: Sequence[torch.Tensor], entropies: Sequence[torch.Tensor],
+                  depth: Sequence[int], *, max_tokens: int) -> StepBatch:
+    """Pad N steps into a ``StepBatch``; a step longer than ``max_tokens`` keeps its last tokens
+    (the result and the end of the line)."""
+    if not hidden:
+        raise ValueError("no steps to score")
+    n = len(hidden)
+    lens = [min(int(h.shape[0]), max_tokens) for h in hidden]
+    if min(lens) < 1:
+        raise ValueError("a step view has no token (T = 0); the engine sends at least one row per step")
+    T, H = max(lens), int(hidden[0].shape[-1])
+    out_h = torch.zeros(n, T, H)
+    out_s = torch.zeros(n, T, 2)
+    mask = torch.zeros(n, T, dtype=torch.bool)
+    for i, (h, lp, ent, t) in enumerate(zip(hidden, logprobs, entropies, lens)):
+        if h.dim() != 2 or h.shape[-1] != H:
+            raise ValueError(f"step {i}: hidden must be [T, {H}], got {tuple(h.shape)}")
+        out_h[i, :t] = h[-t:].float()
+        out_s[i, :t, 0] = lp.reshape(-1)[-t:].float().clamp(min=-30.0)
+        out_s[i, :t, 1] = ent.reshape(-1)[-t:].float()
+        mask[i, :t] = True
+    return StepBatch(out_h, out_s, mask, torch.as_tensor(list(depth), dtype=torch.float32))
+
+
+class StepVerifier(nn.Module):
+    """P(step holds an error) from a step's per-token hidden states, log-probs and entropies.
+
+    ``forward(batch: StepBatch) -> logits [N]``; ``score_steps(views) -> probabilities [N]``.
+    """
+
+    def __init__(self, hidden_size: int, *, width: int = 96, layers: int = 2, heads: int = 4,
+                 max_tokens: int = 96, dropout: float = 0.1, tokenizer_fingerprint: str | None = None):
+        super().__init__()
+        for name, v in (("hidden_size", hidden_size), ("width", width), ("layers", layers), ("heads", heads),
+                        ("max_tokens", max_tokens)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if width % heads:
+            raise ValueError(f"width ({width}) must be a multiple of heads ({heads})")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.hidden_size, self.width, self.layers, self.heads = hidden_size, width, layers, heads
+        self.max_tokens, self.dropout = max_tokens, dropout
+        self.tokenizer_fingerprint = tokenizer_fingerprint
+        self.in_norm = nn.LayerNorm(hidden_size)
+        self.in_proj = nn.Linear(hidden_size, width)
+        self.scalar_proj = nn.Linear(2, width)
+        self.pos = nn.Embedding(max_tokens, width)
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out_norm = nn.LayerNorm(width)
+        self.pool_query = nn.Linear(width, 1)
+        self.head = nn.Sequential(nn.Linear(2 * width + 4, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, 1))
+        self.register_buffer("logit_scale", torch.ones(()))
+        self.register_buffer("logit_bias", torch.zeros(()))
+        self.float()
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def raw_logits(self, batch: StepBatch) -> torch.Tensor:
+        """Uncalibrated logits ``[N]``."""
+        b = batch.to(self.device)
+        N, T, _ = b.hidden.shape
+        pos = torch.arange(T, device=self.device)
+        x = self.in_proj(self.in_norm(b.hidden)) + self.scalar_proj(b.scalars) + self.pos(pos)[None]  # (N, T, d)
+        x = self.out_norm(self.encoder(x, src_key_padding_mask=~b.mask))  # (N, T, d)
+        m = b.mask.float()  # (N, T)
+        attn = self.pool_query(x).squeeze(-1).masked_fill(~b.mask, float("-inf")).softmax(-1)  # (N, T)
+        pooled = (attn[..., None] * x).sum(1)  # (N, d)
+        mean = (m[..., None] * x).sum(1) / m.sum(1, keepdim=True)  # (N, d)
+        lp, ent = b.scalars[..., 0], b.scalars[..., 1]
+        stats = torch.stack([
+            lp.masked_fill(~b.mask, 0.0).min(1).values,
+            (lp * m).sum(1) / m.sum(1),
+            ent.masked_fill(~b.mask, 0.0).max(1).values,
+            torch.log(m.sum(1)),
+        ], dim=-1)  # (N, 4)
+        return self.head(torch.cat([pooled, mean, stats], dim=-1)).squeeze(-1)
+
+    def forward(self, batch: StepBatch) -> torch.Tensor:
+        """Calibrated logits ``[N]`` of P(step holds an error)."""
+        return self.raw_logits(batch) * self.logit_scale + self.logit_bias
+
+    def batch_of(self, views: Sequence) -> StepBatch:
+        """A ``StepBatch`` from ``search.interfaces.StepView`` objects (or anything with the same fields)."""
+        for v in views:
+            if v.hidden.dim() != 2 or v.hidden.shape[-1] != self.hidden_size:
+                raise ValueError(f"a step's hidden states must be [T, {self.hidden_size}] (this verifier reads a "
+                                 f"policy of hidden size {self.hidden_size}), got {tuple(v.hidden.shape)}")
+        return collate_steps([v.hidden for v in views], [v.logprobs for v in views], [v.entropies for v in views],
+                             [v.depth for v in views], max_tokens=self.max_tokens)
+
+    @torch.no_grad()
+    def score_steps(self, views: Sequence) -> torch.Tensor:
+        """P(step holds an error) ``[N]`` in [0, 1] for ``StepView`` objects; eval mode, no grad."""
+        if len(views) == 0:
+            return torch.zeros(0)
+        was = self.training
+        self.eval()
+        try:
+            probs = torch.sigmoid(self(self.batch_of(views))).float().cpu()
+        finally:
+            self.train(was)
+        if not torch.isfinite(probs).all():
+            raise ValueError("the step verifier produced NaN scores (non-finite hidden states or corrupted weights)")
+        return probs
+
+    def score(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Refuses per-token scoring: this verifier reads whole steps (``score_steps``)."""
+        raise TypeError("a StepVerifier scores whole steps: call score_steps(views); search does so by itself")
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def config(self) -> dict:
+        return {"format_version": VERIFIER_FORMAT_VERSION, "kind": STEP_VERIFIER_KIND, "hidden_size": self.hidden_size,
+                "width": self.width, "layers": self.layers, "heads": self.heads, "max_tokens": self.max_tokens,
+                "dropout": self.dropout, "tokenizer_fingerprint": self.tokenizer_fingerprint}
+
+    def save(self, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp / _WEIGHTS))
+            (tmp / _CONFIG).write_text(json.dumps({**self.config(), **(extra or {})}, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_folder(cls, path: Path, cfg: dict) -> StepVerifier:
+        head = cls(int(cfg["hidden_size"]), width=int(cfg["width"]), layers=int(cfg["layers"]), heads=int(cfg["heads"]),
+                   max_tokens=int(cfg["max_tokens"]), dropout=float(cfg.get("dropout", 0.0)),
+                   tokenizer_fingerprint=cfg.get("tokenizer_fingerprint"))
+        weights = path / _WEIGHTS
+        if not weights.exists():
+            raise FileNotFoundError(f"{weights} is missing; the verifier folder is incomplete")
+        head.load_state_dict(load_file(str(weights)))
+        head.eval()
+        return head

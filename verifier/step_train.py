@@ -1,0 +1,282 @@
+"""Training the ``StepVerifier`` on the policy's own sibling steps, judged by how it ranks siblings.
+
+The loss is class-balanced BCE plus a within-group pairwise ranking term (RankNet, Burges et al.
+2005): for every (wrong, right) pair of siblings, ``softplus(s_right - s_wrong)``, where ``s`` is
+the logit of P(error). Minibatches are whole sibling groups, so every pair is in one batch.
+Early stopping reads the validation *sibling AUROC* — the decision search makes is which sibling
+to keep, and a pooled AUROC can be raised by problem difficulty alone (issue 14).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from policy.atomic import atomic_write_json
+from verifier.head import tokenizer_fingerprint
+from verifier.metrics import auroc
+from verifier.splits import split_problems, verifier_problems
+from verifier.step_data import StepData, collect_steps
+from verifier.step_head import StepBatch, StepVerifier, collate_steps
+
+__all__ = ["batch_of", "calibrate_steps", "evaluate_steps", "fit_step_verifier", "score_data", "sibling_auroc",
+           "step_summary", "train_step_verifier"]
+
+
+def sibling_auroc(scores: Sequence[float], labels: Sequence[int], groups: Sequence[int]) -> dict:
+    """Within-group AUROC of ``scores`` as P(error): over every (wrong, right) pair of siblings,
+    the share where the wrong one scores higher (ties count half). Groups with one class give
+    no pair. Returns ``{"auroc", "pairs", "groups"}`` (``auroc`` None when there is no pair)."""
+    by: dict[int, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    for s, y, g in zip(scores, labels, groups, strict=True):
+        by[g][int(y)].append(float(s))
+    wins = pairs = n_groups = 0
+    for right, wrong in by.values():
+        if not right or not wrong:
+            continue
+        r = np.asarray(right)
+        for w in wrong:
+            wins += float((w > r).sum()) + 0.5 * float((w == r).sum())
+        pairs += len(right) * len(wrong)
+        n_groups += 1
+    return {"auroc": (wins / pairs) if pairs else None, "pairs": pairs, "groups": n_groups}
+
+
+def batch_of(data: StepData, rows: Sequence[int], max_tokens: int) -> StepBatch:
+    vs = [data.views[i] for i in rows]
+    return collate_steps([v.hidden for v in vs], [v.logprobs for v in vs], [v.entropies for v in vs],
+                         [v.depth for v in vs], max_tokens=max_tokens)
+
+
+@torch.no_grad()
+def score_data(head: StepVerifier, data: StepData, *, batch_size: int = 512) -> list[float]:
+    """P(error) of every row of ``data``."""
+    was = head.training
+    head.eval()
+    out: list[float] = []
+    try:
+        for i in range(0, len(data), batch_size):
+            rows = range(i, min(len(data), i + batch_size))
+            out += torch.sigmoid(head(batch_of(data, rows, head.max_tokens))).tolist()
+    finally:
+        head.train(was)
+    return out
+
+
+def _group_batches(data: StepData, batch_size: int, rng: random.Random) -> list[list[int]]:
+    by: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(data.groups):
+        by[g].append(i)
+    groups = list(by.values())
+    rng.shuffle(groups)
+    batches, cur = [], []
+    for g in groups:
+        cur += g
+        if len(cur) >= batch_size:
+            batches.append(cur)
+            cur = []
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _pair_loss(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean ``softplus(s_right - s_wrong)`` over within-group (wrong, right) pairs (0 if none)."""
+    same = groups[:, None] == groups[None, :]  # (N, N)
+    pair = same & (labels[:, None] > 0.5) & (labels[None, :] < 0.5)  # row wrong, column right
+    if not pair.any():
+        return logits.sum() * 0.0
+    diff = logits[None, :] - logits[:, None]  # (N, N): s_right(col) - s_wrong(row)
+    return F.softplus(diff[pair]).mean()
+
+
+def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int, width: int = 96, layers: int = 2,
+                      heads: int = 4, max_tokens: int = 96, dropout: float = 0.1, lr: float = 1e-3,
+                      weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 30, patience: int = 5,
+                      pair_weight: float = 1.0, seed: int = 0, fingerprint: str | None = None,
+                      progress: bool = True) -> tuple[StepVerifier, list[dict]]:
+    """Train a ``StepVerifier``; keep the weights of the epoch with the best validation sibling AUROC."""
+    if len(train) == 0 or not any(train.labels) or all(train.labels):
+        raise ValueError(f"the step verifier needs both right and wrong steps to learn from; got {sum(train.labels)} "
+                         f"wrong of {len(train)} (sample more problems or a higher temperature)")
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    head = StepVerifier(hidden_size, width=width, layers=layers, heads=heads, max_tokens=max_tokens, dropout=dropout,
+                        tokenizer_fingerprint=fingerprint)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    pos = sum(train.labels) / len(train)
+    pos_weight = torch.tensor((1 - pos) / max(pos, 1e-6))  # class balance: both classes weigh the same
+    labels_all = torch.tensor(train.labels, dtype=torch.float32)
+    groups_all = torch.tensor(train.groups)
+    n_batches = math.ceil(len(train) / batch_size)
+    total = epochs * n_batches
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+    best, best_state, history, bad = -1.0, None, [], 0
+    bar = tqdm(total=total, desc="step verifier", disable=not progress)
+    for epoch in range(epochs):
+        head.train()
+        losses = []
+        for rows in _group_batches(train, batch_size, rng):
+            if sched.last_epoch + 1 >= total:
+                break
+            idx = torch.tensor(rows)
+            logits = head.raw_logits(batch_of(train, rows, max_tokens))
+            y, g = labels_all[idx], groups_all[idx]
+            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+            loss = loss + pair_weight * _pair_loss(logits, y, g)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            bar.update(1)
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
+        if val is not None and len(val):
+            s = score_data(head, val)
+            rec["val_sibling_auroc"] = sibling_auroc(s, val.labels, val.groups)["auroc"]
+            rec["val_auroc"] = auroc(s, val.labels) if 0 < sum(val.labels) < len(val) else None
+            metric = rec["val_sibling_auroc"] if rec["val_sibling_auroc"] is not None else (rec["val_auroc"] or 0.0)
+            if metric > best + 1e-4:
+                best, bad = metric, 0
+                best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            else:
+                bad += 1
+        history.append(rec)
+        bar.set_postfix({k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
+        if val is not None and bad >= patience:
+            break
+    bar.close()
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    return head, history
+
+
+def calibrate_steps(head: StepVerifier, val: StepData, *, steps: int = 200) -> tuple[float, float]:
+    """Platt scaling on validation steps: fit ``scale · logit + bias`` by LBFGS on the BCE."""
+    if len(val) == 0 or not any(val.labels) or all(val.labels):
+        return 1.0, 0.0
+    with torch.no_grad():
+        head.eval()
+        raw = torch.cat([head.raw_logits(batch_of(val, range(i, min(len(val), i + 512)), head.max_tokens))
+                         for i in range(0, len(val), 512)])
+    y = torch.tensor(val.labels, dtype=torch.float32)
+    scale = torch.ones((), requires_grad=True)
+    bias = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([scale, bias], lr=0.5, max_iter=steps)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(raw * scale + bias, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    s, b = float(scale.detach()), float(bias.detach())
+    if not (math.isfinite(s) and math.isfinite(b)) or s <= 0:
+        s, b = 1.0, 0.0  # a degenerate fit (no signal): keep the uncalibrated order
+    head.logit_scale.fill_(s)
+    head.logit_bias.fill_(b)
+    return s, b
+
+
+def _baselines(data: StepData, seed: int) -> dict[str, list[float]]:
+    """Trivial rankers of P(error) beside the verifier: log-probs (lower = more likely wrong), the
+    policy's own P(⟨b⟩), and random."""
+    rng = random.Random(seed)
+    return {
+        "step logprob": [-x for x in data.logprobs],
+        "mean token logprob": [-float(v.logprobs.mean()) for v in data.views],
+        "path logprob": [-x for x in data.path_logprobs],
+        "policy P(b)": list(data.p_policy),
+        "random": [rng.random() for _ in range(len(data))],
+    }
+
+
+def evaluate_steps(head: StepVerifier, data: StepData, *, thresholds: Sequence[float] = (0.2, 0.35, 0.5, 0.65, 0.8),
+                   seed: int = 0) -> dict:
+    """Sibling AUROC and pooled AUROC of the verifier and of every baseline; prune rates per threshold."""
+    scores = {"verifier": score_data(head, data), **_baselines(data, seed)}
+    both = 0 < sum(data.labels) < len(data)
+    out = {"n_steps": len(data), "n_wrong": int(sum(data.labels)),
+           "kinds": {k: data.kinds.count(k) for k in sorted(set(data.kinds))}, "rankers": {}}
+    for name, s in scores.items():
+        sib = sibling_auroc(s, data.labels, data.groups)
+        out["rankers"][name] = {"sibling_auroc": sib["auroc"], "pooled_auroc": auroc(s, data.labels) if both else None}
+        out["sibling_pairs"], out["sibling_groups"] = sib["pairs"], sib["groups"]
+    v = np.asarray(scores["verifier"])
+    y = np.asarray(data.labels)
+    out["prune"] = [{"threshold": t, "false_prune_rate": float((v[y == 0] >= t).mean()) if (y == 0).any() else None,
+                     "wrong_prune_rate": float((v[y == 1] >= t).mean()) if (y == 1).any() else None}
+                    for t in thresholds]
+    return out
+
+
+def train_step_verifier(config, policy, *, progress: bool = True):
+    """``rewind train-verifier --kind step``: own-sample labels → ``StepVerifier`` → held-out report.
+
+    Writes ``out/steps.pt`` (the labelled steps, reused on a rerun), ``out/verifier/``,
+    ``out/metrics.json``. Returns ``out``."""
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", dataclasses.asdict(config))
+    fingerprint = tokenizer_fingerprint(policy.tokenizer, policy.backtrack_id)
+    emb = policy.model.get_input_embeddings().weight.detach()
+    key = hashlib.sha256(json.dumps({
+        "fields": [config.task, config.num_problems, config.beam_width, config.beam_samples,
+                   config.search_temperature, config.seed],
+        "policy": [fingerprint, float(emb.double().sum()), float(emb.double().abs().sum())]}).encode()).hexdigest()
+    data = StepData.load(out / "steps.pt", key=key)
+    if data is None:
+        with torch.no_grad():
+            data = collect_steps(policy, verifier_problems(config.task, config.num_problems, config.seed), width=config.beam_width, samples=config.beam_samples,
+                                 temperature=config.search_temperature, seed=config.seed, progress=progress)
+        data.save(out / "steps.pt", key=key)
+    split = split_problems(data.problem_ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
+    parts = {name: data.of_problems(ids) for name, ids in split.items()}
+    head, history = fit_step_verifier(
+        parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
+        layers=config.step_layers, lr=config.step_lr, dropout=config.dropout or 0.1, weight_decay=config.weight_decay,
+        batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
+        seed=config.seed, fingerprint=fingerprint, progress=progress)
+    scale, bias = calibrate_steps(head, parts["val"])
+    test = evaluate_steps(head, parts["test"], seed=config.seed)
+    metrics = {
+        "kind": "step", "policy": config.policy, "hidden_size": policy.hidden_size,
+        "n_parameters": sum(p.numel() for p in head.parameters()),
+        "n_policy_parameters": sum(p.numel() for p in policy.model.parameters()),
+        "n_steps": {name: len(d) for name, d in parts.items()},
+        "n_wrong": {name: int(sum(d.labels)) for name, d in parts.items()},
+        "n_problems": {name: len(ids) for name, ids in split.items()},
+        "epochs_run": len(history), "calibration": {"logit_scale": scale, "logit_bias": bias},
+        "history": history, "test": test,
+    }
+    head.save(out / "verifier", extra={"labels": "own-steps", "policy": config.policy})
+    atomic_write_json(out / "metrics.json", metrics)
+    if progress:
+        print(step_summary(test))
+    return out
+
+
+def step_summary(test: dict) -> str:
+    """A Markdown table of the rankers' sibling and pooled AUROC on held-out steps."""
+    lines = [f"held-out steps: {test['n_steps']} ({test['n_wrong']} wrong); sibling pairs: {test['sibling_pairs']} "
+             f"in {test['sibling_groups']} groups", "",
+             "| ranker of P(error) | sibling AUROC | pooled AUROC |", "|---|---|---|"]
+    fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
+    for name, r in test["rankers"].items():
+        lines.append(f"| {name} | {fmt(r['sibling_auroc'])} | {fmt(r['pooled_auroc'])} |")
+    return "\n".join(lines)
