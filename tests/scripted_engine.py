@@ -58,9 +58,13 @@ class ScriptedEngine:
     released: set[int] = field(default_factory=set)
     started: list[str] = field(default_factory=list)
     events: list[tuple[str, Any]] = field(default_factory=list)  # ("expand", prefixes) / ("release", prefix)
+    engine_options: dict[str, Any] = field(default_factory=dict)  # what solve() passed to engine()
 
-    def engine(self, share_kv: bool = True) -> ScriptedEngine:
+    def engine(self, share_kv: bool = True, **options: Any) -> ScriptedEngine:
+        """What ``search.solve`` calls with ``SearchConfig.engine_options()``; the options are kept
+        (``engine_options``) so a test can see them arrive."""
         self.share_kv = share_kv
+        self.engine_options = dict(options)
         return self
 
     def _new(self, question: str, prefix: str) -> _State:
@@ -86,10 +90,11 @@ class ScriptedEngine:
                 raise RuntimeError(f"expand of a released handle (prefix {r.state.prefix!r})")
             samples = tuple(self._sample(r.state, seed, temperature) for seed in r.seeds)
             ran = sum(len(s.raw_ids) for s in samples)
+            # as policy.engine.RewindEngine counts: the path is encoded (or saved) once per request,
+            # whatever the number of children drawn from it
             path = len(r.state.question) + len(r.state.prefix)
-            extra = 0 if self.share_kv else path * len(samples)
-            out.append(ExpandResult(samples=samples, tokens_run=ran + extra,
-                                    tokens_saved=path * len(samples) if self.share_kv else 0))
+            out.append(ExpandResult(samples=samples, tokens_run=ran + (0 if self.share_kv else path),
+                                    tokens_saved=path if self.share_kv else 0))
         return out
 
     def _candidates(self, question: str, prefix: str) -> list[Step]:
