@@ -1,16 +1,20 @@
 """Search configs: one frozen, keyword-only dataclass per strategy, validated without I/O.
 
-Every field carries its help text in ``metadata["help"]`` so ``rewind solve`` builds its flags
-from these classes instead of writing them twice. Sweeps use ``dataclasses.replace``.
+Every field is a ``search.knobs.knob`` carrying its help text, so ``rewind solve`` (and every
+command that searches) builds its flags from these classes instead of writing them twice. Sweeps
+use ``dataclasses.replace``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from search.knobs import knob as _f
 
 __all__ = [
     "BeamConfig",
@@ -20,11 +24,8 @@ __all__ = [
     "MCTSConfig",
     "SearchConfig",
     "make_config",
+    "parse_knobs",
 ]
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +36,8 @@ class SearchConfig:
     seed: int = _f(0, "run seed; a node's sample depends only on it and the node's path")
     temperature: float = _f(0.4, "sampling temperature of steps, >= 0 (0 = greedy); 0.4 measured best of {0.2, 0.4, 0.7} on the demo policy")
     top_p: float = _f(1.0, "nucleus sampling mass, in (0, 1]")
-    max_step_tokens: int = _f(96, "step-length cap in tokens, >= 1")
+    max_step_tokens: int = _f(96, "a step is cut after this many tokens, >= 1, unless a ⟨b⟩-run is under way: "
+                              "the run ends first, so a step may pass it by the run's length")
     max_depth: int = _f(24, "most steps in a solution, >= 1; deeper nodes end without an answer")
     max_nodes: int = _f(4096, "node budget per problem, >= 1; past it the answer is None")
     max_tokens: int = _f(200_000, "generated-token budget per problem, >= 1; past it the answer is None")
@@ -43,6 +45,9 @@ class SearchConfig:
     max_kv_bytes: int | None = _f(None, "live KV-cache budget per problem in bytes (None = none); past it the answer is None")
     max_question_chars: int = _f(4000, "longest question accepted, in characters")
     share_kv: bool = _f(True, "children extend the parent's KV cache; False re-encodes every path")
+    backtrack_bias: float = _f(0.0, "added to the ⟨b⟩ logit when a step's tokens are chosen (not to log-probs); "
+                               "> 0 rewinds more often, < 0 less")
+    max_backtracks_per_step: int = _f(16, "most ⟨b⟩ within one step, >= 0; past it ⟨b⟩ is forbidden in the step")
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
@@ -64,6 +69,13 @@ class SearchConfig:
             raise ValueError(f"time_limit_s must be >= 0 or None, got {self.time_limit_s}")
         if self.max_kv_bytes is not None:
             _at_least(self, "max_kv_bytes", 1)
+        _number(self, "backtrack_bias")
+        _at_least(self, "max_backtracks_per_step", 0)
+
+    def engine_options(self) -> dict[str, Any]:
+        """What the policy's ``engine(...)`` takes from this config."""
+        return {"share_kv": self.share_kv, "backtrack_bias": float(self.backtrack_bias),
+                "max_backtracks_per_step": self.max_backtracks_per_step}
 
     @property
     def strategy(self) -> str:
@@ -185,6 +197,21 @@ def make_config(
     if threshold is not None:
         knobs["threshold"] = threshold
     return dataclasses.replace(config, **knobs) if config is not None else cls(**knobs)
+
+
+def parse_knobs(text: str) -> dict[str, Any]:
+    """``"width=4,rank=logprob"`` → ``{"width": 4, "rank": "logprob"}`` (values read as JSON when they
+    parse): search knobs given as one string, checked later by ``make_config``."""
+    knobs: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"a knob is KEY=VALUE, got {part!r}")
+        try:
+            knobs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            knobs[key.strip()] = value.strip()
+    return knobs
 
 
 def _at_least(cfg: SearchConfig, name: str, low: int) -> None:

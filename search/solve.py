@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from search.config import SearchConfig, make_config
+from search.defaults import load_default
 from search.driver import drive
 from search.interfaces import PolicyEngine, StepRequest, StepSample, StepView
 from search.run import ENDING_STOP_REASONS, Drawn, Expand, SearchRun
@@ -81,8 +82,6 @@ def solve_many(
     if not problems:
         return []
     if policy is None:
-        from search.defaults import load_default
-
         policy, default_verifier = load_default()
         verifier = default_verifier if verifier is None else verifier
     engine = _engine(policy, cfg)
@@ -220,7 +219,7 @@ def _problem_id(problem: Any) -> str | None:
 
 def _engine(policy: Any, cfg: SearchConfig) -> PolicyEngine:
     if callable(getattr(policy, "engine", None)):
-        engine = policy.engine(share_kv=cfg.share_kv)
+        engine = policy.engine(**cfg.engine_options())
     else:
         engine = policy
     if not isinstance(engine, PolicyEngine):
