@@ -10,7 +10,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from policy.atomic import atomic_dir
 from policy.backtrack import BACKTRACK_TOKEN, add_backtrack_token, backtrack_token_id
+from policy.engine import RewindEngine
 from policy.locate import Located, locate
 from policy.prompts import PLAIN, PromptFormat, encode_text, protect_special_tokens
 from policy.tokenizer import char_tokenizer
@@ -83,8 +85,6 @@ class Policy:
 
     def engine(self, *, share_kv: bool = True, **options):
         """The search engine over this policy (``search.interfaces.PolicyEngine``)."""
-        from policy.engine import RewindEngine
-
         return RewindEngine(self, share_kv=share_kv, **options)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -92,8 +92,6 @@ class Policy:
 
         A PEFT model writes its adapter folder; ``rewind_policy.json`` then names the base it was
         trained on (``adapter_base``), so ``load_policy(path)`` finds it again."""
-        from policy.atomic import atomic_dir
-
         path = Path(path)
         meta = {"format_version": POLICY_FORMAT_VERSION, "backtrack_token": BACKTRACK_TOKEN,
                 "backtrack_id": self.backtrack_id, "hidden_size": self.hidden_size,
@@ -190,9 +188,14 @@ def _dequantized(model: torch.nn.Module, dtype: torch.dtype | str | None) -> tor
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    with torch.device("meta"):
+    with torch.device("meta"):  # no random initialisation: every tensor comes from ``model``
         plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(model.state_dict(), assign=True)
+    source = dict(model.named_buffers())
+    for name, buf in list(plain.named_buffers()):  # non-persistent buffers (rotary inv_freq) are not in the state dict
+        if buf.is_meta:
+            owner, _, attr = name.rpartition(".")
+            plain.get_submodule(owner)._buffers[attr] = source[name]
     plain.tie_weights()
     if isinstance(dtype, torch.dtype):
         plain.to(dtype)

@@ -27,7 +27,8 @@ from policy import (
 from policy.collator import Collator
 from policy.decoding import RewindBatch
 from policy.generate import generate
-from policy.prompts import PLAIN, PromptFormat, encode_text, few_shot, prompt_format_from_spec
+from policy.prompt_spec import prompt_format_from_spec
+from policy.prompts import PLAIN, PromptFormat, encode_text, few_shot
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,7 @@ def test_load_policy_accepts_folders_runs_and_gguf(smollm2_dir, tmp_path):
     assert p.model.dtype == torch.bfloat16 and p.backtrack_id == len(p.tokenizer) - 1
     g = load_policy(smollm2_gguf())
     assert not hasattr(g.model.config, "quantization_config")  # dequantized: it can be saved and trained
+    assert not any(t.is_meta for t in [*g.model.parameters(), *g.model.buffers()])
     assert torch.equal(g.model.get_input_embeddings().weight[:100],
                        load_policy(smollm2_dir).model.get_input_embeddings().weight[:100])
 
