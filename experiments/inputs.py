@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from experiments.wiring import load, resolve
+from policy import data
 from policy.atomic import atomic_write_json
 
 __all__ = ["check_config", "config_hash", "load_problems", "load_source", "source_identity"]
@@ -21,8 +23,6 @@ CONFIG_FORMAT = 1  # bump when rows of an older layout must not be read as this 
 def load_problems(task: Literal["builtin", "gsm8k"], n: int, *, seed: int = 0, split: str = "test") -> list:
     """``n`` held-out problems: the built-in generator's ``split`` (seeded), or the first ``n`` of
     GSM8K ``split`` (``train``/``test``, or a JSONL path)."""
-    from policy import data
-
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"the number of problems must be an int >= 1, got {n!r}")
     if task == "builtin":
@@ -35,62 +35,29 @@ def load_problems(task: Literal["builtin", "gsm8k"], n: int, *, seed: int = 0, s
     raise ValueError(f"task must be 'builtin' or 'gsm8k', got {task!r}")
 
 
-def _policy_dir(spec: Path) -> tuple[Path, Path | None]:
-    """(policy folder, verifier folder or None) of a run folder or a bare policy folder."""
-    from experiments.wiring import run_parts
-
-    if (spec / "run.json").exists() or (spec / "policy").is_dir():
-        return run_parts(spec)
-    if (spec / "config.json").exists():
-        return spec, None  # a bare save_pretrained folder
-    if (spec / "checkpoints").is_dir() or (spec / "train").is_dir():
-        raise ValueError(f"{spec} is a half-finished run (checkpoints or stages, but no policy/): finish it "
-                         "(rewind train-policy --resume, or rerun rewind demo) before evaluating it")
-    raise ValueError(f"{spec} is neither a run folder (policy/ inside, or run.json) nor a policy folder "
-                     "(config.json inside)")
-
-
 def load_source(spec: str, *, signal: Literal["auto", "verifier", "policy"] = "verifier") -> tuple[Any, Any, dict]:
-    """``(policy, verifier, identity)`` of ``spec``: a run folder, a policy folder or a hub model name.
+    """``(policy, verifier, identity)`` of ``spec`` — any source ``experiments.wiring.resolve``
+    takes: a run folder, a policy or adapter folder, a ``.gguf`` file or a hub model name.
 
     ``signal="verifier"`` needs the run's verifier (refused clearly when there is none);
     ``signal="policy"`` prunes with the policy's own P(⟨b⟩) and loads no verifier; ``"auto"`` uses
     the verifier when the run has one.
     """
-    from policy import load_policy
-
-    if signal not in ("auto", "verifier", "policy"):
-        raise ValueError(f"signal must be 'auto', 'verifier' or 'policy', got {signal!r}")
     if not spec or not str(spec).strip():
         raise ValueError("no policy given: pass --run RUN (a run folder, a policy folder) or --model NAME_OR_PATH")
-    path = Path(spec).expanduser()
-    ver_dir = None
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"{path} is a file; expected a run folder, a policy folder or a hub model name")
-        pol_dir, ver_dir = _policy_dir(path)
-        policy = load_policy(pol_dir)
-    else:
-        pol_dir, policy = None, load_policy(str(spec))
-    verifier = None
-    if signal == "auto":
-        signal = "verifier" if ver_dir is not None else "policy"
-    if signal == "verifier":
-        if ver_dir is None:
-            raise FileNotFoundError(f"{spec} has no verifier (no verifier/ in a run folder): train one with "
-                                    "`rewind train-verifier --policy RUN --out RUN_VERIFIER`, or pass --signal policy")
-        from verifier import load_verifier
-
-        verifier = load_verifier(ver_dir, policy)
-    return policy, verifier, source_identity(spec, pol_dir, ver_dir if signal == "verifier" else None)
+    src = resolve(spec)
+    policy, verifier = load(spec, signal=signal)
+    pol_dir = Path(src.policy) if Path(src.policy).exists() else None
+    return policy, verifier, source_identity(spec, pol_dir, src.verifier if verifier is not None else None)
 
 
 def _stamp(folder: Path | None) -> str | None:
     """Sizes and mtimes of a folder's files: changes when a run is retrained in place."""
     if folder is None:
         return None
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    text = "|".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    text = "|".join(f"{p.name if p == folder else p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                    for p in files)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

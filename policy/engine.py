@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from policy.decoding import KVSegment, RewindBatch
 from policy.generate import newline_token_ids
-from policy.model import Policy
 from policy.sampling import SamplingConfig, choose_tokens, row_generators
 from search.interfaces import ExpandResult, Prompt, StepRequest, StepSample
+
+if TYPE_CHECKING:  # policy.model imports this module to build engines: Policy is only an annotation here
+    from policy.model import Policy
 
 __all__ = ["NodeKV", "RewindEngine"]
 

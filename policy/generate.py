@@ -11,17 +11,21 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from policy.decoding import RewindBatch
 from policy.layout import RunEvent, apply_backspaces, backspace_trace
-from policy.model import Policy
 from policy.prompts import encode_text
 from policy.sampling import SamplingConfig, choose_tokens, row_generators
+from search.knobs import knob
 
-__all__ = ["Generation", "generate", "newline_token_ids", "row_seed"]
+if TYPE_CHECKING:  # policy.model imports the engine, which imports this module: Policy is only an annotation here
+    from policy.model import Policy
+
+__all__ = ["DecodeConfig", "Generation", "generate", "newline_token_ids", "row_seed"]
 
 ANSWER_LINE = re.compile(r"(?m)^####[^\n]*\S")
 
@@ -80,21 +84,41 @@ def _encode_prompts(policy: Policy, prompts: Sequence[str] | Sequence[Sequence[i
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class DecodeConfig:
+    """The decoding knobs of ``generate``: its keyword defaults are these fields' defaults (written
+    once, here), and ``rewind generate`` makes its flags from them."""
+
+    rewind: bool = knob(True, "apply each ⟨b⟩-run to the cache (DESIGN §1); False keeps ⟨b⟩ in it (soft, ablation)")
+    max_new_tokens: int = knob(256, "most generated tokens per prompt, >= 1")
+    do_sample: bool = knob(False, "sample instead of greedy decoding", flag=True)
+    temperature: float = knob(1.0, "sampling temperature, > 0 (with --do-sample)")
+    top_p: float = knob(1.0, "nucleus sampling mass, in (0, 1] (with --do-sample)")
+    seed: int = knob(0, "sampling seed; row i draws from row_seed(seed, i)")
+    backtrack_bias: float = knob(0.0, "added to the ⟨b⟩ logit (finite, or -inf to forbid ⟨b⟩)")
+    max_backtracks: int = knob(64, "most ⟨b⟩ per sequence, >= 0; past it ⟨b⟩ is forbidden")
+    max_backtracks_per_step: int = knob(16, "most ⟨b⟩ within one line, >= 0")
+    stop_at_answer: bool = knob(True, "stop a row at the end of its '#### answer' line")
+
+
+_D = DecodeConfig  # the defaults below are its fields' defaults
+
+
 def generate(
     policy: Policy,
     prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
-    rewind: bool = True,
-    max_new_tokens: int = 256,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int = 0,
+    rewind: bool = _D.rewind,
+    max_new_tokens: int = _D.max_new_tokens,
+    do_sample: bool = _D.do_sample,
+    temperature: float = _D.temperature,
+    top_p: float = _D.top_p,
+    seed: int = _D.seed,
     seeds: Sequence[int] | None = None,
-    backtrack_bias: float = 0.0,
-    max_backtracks: int = 64,
-    max_backtracks_per_step: int = 16,
-    stop_at_answer: bool = True,
+    backtrack_bias: float = _D.backtrack_bias,
+    max_backtracks: int = _D.max_backtracks,
+    max_backtracks_per_step: int = _D.max_backtracks_per_step,
+    stop_at_answer: bool = _D.stop_at_answer,
     return_hidden: bool = False,
     on_forward: Callable[[list[int], torch.Tensor, torch.Tensor], None] | None = None,
     batch_size: int = 64,

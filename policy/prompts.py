@@ -24,11 +24,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-__all__ = ["PLAIN", "PROMPT_KINDS", "PromptFormat", "encode_text", "few_shot", "prompt_format_from_spec",
-           "protect_special_tokens"]
+__all__ = ["PLAIN", "PROMPT_KINDS", "PromptFormat", "encode_text", "few_shot", "protect_special_tokens"]
 
 PROMPT_KINDS = ("plain", "fewshot", "template", "chat")
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:\n"
@@ -165,36 +163,3 @@ def few_shot(k: int, exemplars: Sequence, *, kind: Literal["fewshot", "chat"] = 
     if len(chosen) < k:
         raise ValueError(f"few-shot k={k} but only {len(chosen)} exemplar problems were given")
     return PromptFormat(kind=kind, exemplars=tuple((p.question, p.solution) for p in chosen))
-
-
-def _exemplar_problems(task: str, k: int) -> list:
-    """k exemplars for ``task``: GSM8K test problems from the tail (training uses the train split's
-    head and the evaluation the test split's head), or the generator's test split."""
-    from policy import data
-
-    if task == "gsm8k":
-        return list(data.load_gsm8k("test"))[-k:]
-    return list(data.generate_problems(k, seed=10_007, split="test"))
-
-
-def prompt_format_from_spec(spec: str | None, *, task: str = "builtin") -> PromptFormat:
-    """``plain`` | ``chat`` | ``fewshot:K`` | ``chat-fewshot:K`` | a template file path (with ``{question}``)."""
-    if spec is None or spec == "plain":
-        return PLAIN
-    if spec == "chat":
-        return PromptFormat(kind="chat")
-    for prefix, kind in (("fewshot:", "fewshot"), ("chat-fewshot:", "chat")):
-        if spec.startswith(prefix):
-            try:
-                k = int(spec[len(prefix):])
-            except ValueError:
-                raise ValueError(f"prompt format {spec!r}: expected {prefix}K with an integer K") from None
-            return few_shot(k, _exemplar_problems(task, k), kind=kind)
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise ValueError(f"prompt format {spec!r} is neither plain, chat, fewshot:K, chat-fewshot:K "
-                         "nor an existing template file")
-    text = path.read_text(encoding="utf-8")
-    return PromptFormat(kind="template", template=text,
-                        exemplars=tuple((p.question, p.solution) for p in _exemplar_problems(task, 2))
-                        if "{examples}" in text else ())

@@ -96,7 +96,7 @@ def start_policy(config: TrainConfig) -> Policy:
     else:
         policy = load_policy(config.model, attn_implementation=attn, dtype=dtype)
     if config.prompt_format is not None:
-        from policy.prompts import prompt_format_from_spec
+        from policy.prompt_spec import prompt_format_from_spec
 
         fmt = prompt_format_from_spec(config.prompt_format, task=config.task)
         fmt.encode("?", policy.tokenizer)  # a chat format on a model without a template fails here

@@ -1,7 +1,7 @@
 """The training configuration: one frozen dataclass whose fields are the ``rewind train-policy`` flags.
 
-Every field carries its help text in ``metadata``; ``add_config_arguments`` builds the argparse
-flags from the fields and ``config_from_args`` builds the config back, so nothing is written twice.
+Every field is a ``search.knobs.knob`` carrying its help text; ``experiments.flags`` builds the
+argparse flags from the fields and the config back from them, so nothing is written twice.
 Defaults that depend on the model or the data are ``None`` here and are filled in by
 ``resolve_counts`` (problem counts, from the dataset's size, before any model is loaded) and by
 ``policy.sft`` (the learning rate from the model, the longest sequence from the tokenized data);
@@ -10,13 +10,13 @@ the resolved values are what ``train_config.json`` records.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["TRAIN_MODES", "TrainConfig", "add_config_arguments", "config_from_args", "default_lr", "resolve_counts"]
+from search.knobs import knob as _f
+
+__all__ = ["TRAIN_MODES", "TrainConfig", "default_lr", "resolve_counts"]
 
 DEFAULT_BUILTIN_PROBLEMS = 8000
 # Peak learning rates by what trains: the built-in ~0.8M-parameter policy from scratch, LoRA
@@ -24,10 +24,6 @@ DEFAULT_BUILTIN_PROBLEMS = 8000
 LR_TINY, LR_LORA, LR_FULL = 3e-3, 1e-4, 1e-5
 
 TRAIN_MODES = ("clean", "naive", "masked", "hard", "dpo")
-
-
-def _f(default, help: str, **kw):  # noqa: A002 - "help" is argparse's own word
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,36 +149,3 @@ def default_lr(config: TrainConfig, *, tiny: bool) -> float:
     if tiny:
         return LR_TINY
     return LR_LORA if config.lora_r else LR_FULL
-
-
-def _base_type(hint) -> tuple[type, tuple | None]:
-    """(python type, choices) of a field's annotation: ``str | None`` → str, ``Literal[...]`` → choices."""
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        return type(choices[0]), choices
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if args:
-        return _base_type(args[0])
-    return hint, None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    """Add one ``--flag`` per field of ``cls`` (underscores become dashes), with its help and default."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata.get("help", "")
-        if f.metadata.get("flag"):
-            parser.add_argument(flag, action="store_true", help=help_)
-            continue
-        typ, choices = _base_type(hints[f.name])
-        required = f.name == "out"
-        parser.add_argument(flag, type=typ, choices=choices, default=None if required else f.default,
-                            required=required, help=f"{help_} (default: {f.default})" if not required else help_)
-
-
-def config_from_args(args: argparse.Namespace, cls: type = TrainConfig):
-    """Build ``cls`` from parsed flags (fields absent from ``args`` keep their defaults)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names})

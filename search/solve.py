@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from search.config import SearchConfig, make_config
-from search.defaults import load_default
+from search.defaults import load_parts
 from search.driver import drive
 from search.interfaces import PolicyEngine, StepRequest, StepSample, StepView
 from search.run import ENDING_STOP_REASONS, Drawn, Expand, SearchRun
@@ -81,9 +81,7 @@ def solve_many(
     questions = [_question(p, cfg) for p in problems]
     if not problems:
         return []
-    if policy is None:
-        policy, default_verifier = load_default()
-        verifier = default_verifier if verifier is None else verifier
+    policy, verifier = load_parts(policy, verifier)  # None or a path: through the composition root
     engine = _engine(policy, cfg)
     _check_verifier(verifier, engine.hidden_size)
 

@@ -8,9 +8,9 @@ import math
 
 import pytest
 
+from experiments.bench.config import GROUPS, BenchConfig, Sizes, parse_only
 from experiments.bench.scaling import line_fit
-from experiments.bench.suite import GROUPS, BenchConfig, Sizes, check
-from experiments.commands.bench import parse_only
+from experiments.bench.timing import check
 from experiments.commands.cli import main
 
 
@@ -47,7 +47,7 @@ def test_only_and_bad_input():
     with pytest.raises(ValueError, match="unknown benchmark row 'nope'"):
         parse_only("nope")
     with pytest.raises(ValueError, match="unknown benchmark row"):
-        BenchConfig(only=("9",))
+        BenchConfig(only="9")
     with pytest.raises(ValueError, match="reps"):
         Sizes(reps=0)
     assert main(["bench", "--smoke", "--only", "zzz"]) == 2

@@ -14,9 +14,10 @@ import time
 import torch
 
 from experiments.bench.setup import Setup
-from experiments.bench.suite import Row, check, paired
+from experiments.bench.timing import Row, check, paired
 from policy.decoding import RewindBatch
 from policy.generate import generate
+from verifier import VerifierHead
 
 __all__ = ["decoding_rows", "rewind_cost", "verifier_decode_rows"]
 
@@ -118,8 +119,6 @@ class _TimedScorer:
 
 def verifier_decode_rows(setup: Setup) -> list[Row]:
     """Decoding with the verifier head scoring every fed token (``on_forward``) vs without."""
-    from verifier import VerifierHead
-
     s = setup.sizes
     batch, n = max(s.decode_batches), s.decode_tokens
     head = VerifierHead(setup.policy.hidden_size).to(setup.device)

@@ -11,7 +11,9 @@ import numpy as np
 
 import search
 from experiments.bench.setup import Setup
-from experiments.bench.suite import Row, check, timed
+from experiments.bench.timing import Row, check, timed
+from experiments.bench.train_throughput import measure
+from policy import data
 
 __all__ = ["line_fit", "scaling_rows", "training_rows"]
 
@@ -22,9 +24,6 @@ def training_rows(setup: Setup) -> list[Row]:
 
     Tokens are the non-pad tokens each mode feeds (``hard`` feeds the longer error + ⟨b⟩ +
     correction sequences), so tokens/s compares the cost per token of the two layouts."""
-    from experiments.bench.train_throughput import measure
-    from policy import data
-
     s = setup.sizes
     problems = data.generate_problems(max(4 * s.train_batch, 16), seed=setup.cfg.seed, split="train")
     examples = list(data.build_dataset("sft", problems, setup.policy.tokenizer, seed=setup.cfg.seed, progress=False))

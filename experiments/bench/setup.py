@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
-from experiments.bench.suite import BenchConfig, Sizes
+from experiments.bench.config import BenchConfig, Sizes
+from policy import load_policy, tiny_policy
+from policy.data import format_prompt, generate_problems
 from policy.model import Policy
 
 __all__ = ["Setup"]
@@ -31,9 +33,6 @@ class Setup:
     def build(cls, cfg: BenchConfig) -> Setup:
         from transformers.utils import logging as hf_logging
 
-        from policy import load_policy, tiny_policy
-        from policy.data import generate_problems
-
         hf_logging.set_verbosity_error()  # generate() warns about flags it ignores; not our concern here
         device = cfg.torch_device
         policy = tiny_policy(seed=cfg.seed) if cfg.model == "tiny" else load_policy(cfg.model)
@@ -44,8 +43,6 @@ class Setup:
         return cls(cfg=cfg, policy=policy, device=device, problems=problems, n_params=n_params)
 
     def prompts(self, n: int) -> list[str]:
-        from policy.data import format_prompt
-
         return [format_prompt(p.question) for p in self.problems[:n]]
 
     def encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -16,20 +16,22 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from policy import tiny_policy
+from experiments.flags import add_config_flags, config_from_args
+from policy import data, tiny_policy
 from policy.atomic import atomic_write_json, atomic_write_text
 from policy.collator import Collator
+from search.knobs import knob
 
-__all__ = ["main", "measure"]
+__all__ = ["ThroughputConfig", "main", "measure"]
 
 
 def _examples(n: int, seed: int, tokenizer) -> list[dict]:
-    from policy import data
-
     problems = data.generate_problems(n, seed=seed, split="train")
     return list(data.build_dataset("sft", problems, tokenizer, seed=seed))
 
@@ -101,34 +103,44 @@ def _table(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ThroughputConfig:
+    """The flags of ``python -m experiments.bench.train_throughput``."""
+
+    out: str = knob(None, "folder for throughput.md and throughput.json")
+    batch_size: int = knob(32, "examples per step, >= 1")
+    steps: int = knob(20, "timed steps per mode, >= 1")
+    warmup: int = knob(3, "untimed steps first, >= 0")
+    num_problems: int = knob(400, "problems to build examples from, >= 1")
+    device: Literal["auto", "cpu", "cuda"] = knob("auto", "auto = cuda when present")
+    attn: Literal["sdpa", "eager"] = knob("sdpa", "attention implementation")
+    modes: str = knob("clean,masked,hard", "comma-separated training modes; clean (the baseline) included")
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("--out is required")
+        if self.batch_size < 1 or self.steps < 1 or self.warmup < 0 or self.num_problems < 1:
+            raise ValueError("--batch-size, --steps and --num-problems must be >= 1, --warmup >= 0")
+        if "clean" not in self.modes.split(","):
+            raise ValueError("--modes must include clean (the baseline of the table)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="folder for throughput.md and throughput.json")
-    p.add_argument("--batch-size", type=int, default=32, help="examples per step (default 32)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per mode (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--num-problems", type=int, default=400, help="problems to build examples from")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
-    p.add_argument("--modes", default="clean,masked,hard", help="comma-separated modes (clean first)")
-    args = p.parse_args(argv)
-    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
-        raise ValueError("--batch-size and --steps must be >= 1, --warmup >= 0")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    add_config_flags(p, ThroughputConfig)
+    cfg = config_from_args(p.parse_args(argv), ThroughputConfig)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    examples = _examples(args.num_problems, 0, tiny_policy().tokenizer)
-    modes = args.modes.split(",")
-    if "clean" not in modes:
-        raise ValueError("--modes must include clean (the baseline of the table)")
-    rows = measure(modes, examples, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                   device=device, attn=args.attn, bf16=bf16)
-    meta = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "attn": args.attn,
+    examples = _examples(cfg.num_problems, 0, tiny_policy().tokenizer)
+    rows = measure(cfg.modes.split(","), examples, batch_size=cfg.batch_size, steps=cfg.steps, warmup=cfg.warmup,
+                   device=device, attn=cfg.attn, bf16=bf16)
+    meta = {"batch_size": cfg.batch_size, "steps": cfg.steps, "warmup": cfg.warmup, "attn": cfg.attn,
             "bf16": bf16, "device": torch.cuda.get_device_name() if device.type == "cuda" else
             f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
             "torch": torch.__version__, "examples": len(examples)}
     table = _table(rows, meta)
-    out = Path(args.out)
+    out = Path(cfg.out)
     atomic_write_text(out / "throughput.md", table)
     atomic_write_json(out / "throughput.json", {"meta": meta, "rows": rows})
     print(table)

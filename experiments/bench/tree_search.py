@@ -16,7 +16,8 @@ import torch
 
 import search
 from experiments.bench.setup import Setup
-from experiments.bench.suite import Row, check, paired, timed
+from experiments.bench.timing import Row, check, paired, timed
+from verifier import VerifierHead
 
 __all__ = ["fed_tokens", "kv_rows", "peer_rows", "verifier_search_rows"]
 
@@ -183,8 +184,6 @@ class _TimedVerifier:
 
 
 def verifier_search_rows(setup: Setup) -> list[Row]:
-    from verifier import VerifierHead
-
     s = setup.sizes
     v = _TimedVerifier(VerifierHead(setup.policy.hidden_size).to(setup.device), setup.device)
     shares, walls = [], []

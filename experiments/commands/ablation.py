@@ -20,22 +20,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+from experiments.flags import add_config_flags, config_from_args
+from experiments.studies.ablation import AblationConfig, run_ablation
+
+__all__ = ["CONFIGS", "add_arguments", "run"]
+
+CONFIGS = (AblationConfig,)  # every flag is a field of these
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from experiments.studies.ablation import AblationConfig
-    from policy.train_config import add_config_arguments
-
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    add_config_arguments(parser, AblationConfig)
+    add_config_flags(parser, AblationConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.studies.ablation import AblationConfig, run_ablation
-    from policy.train_config import config_from_args
-
     config = config_from_args(args, AblationConfig)
     print(run_ablation(config))
     print(f"rewind ablation: wrote {Path(config.out) / 'ablation.md'} and {Path(config.out) / 'ablation.png'}")

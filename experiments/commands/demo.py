@@ -1,30 +1,23 @@
-"""``rewind demo``: the whole pipeline on the built-in task (see ``experiments.studies.demo``)."""
+"""``rewind demo``: the whole pipeline on the built-in task (see ``experiments.studies.demo``).
+
+Every flag is a field of ``experiments.studies.demo.DemoConfig``."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
+from experiments.flags import add_config_flags, config_from_args
 from experiments.studies.demo import DemoConfig, run_demo
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["CONFIGS", "add_arguments", "run"]
+
+CONFIGS = (DemoConfig,)  # every flag is a field of these
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(DemoConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
-        elif isinstance(f.default, tuple):
-            parser.add_argument(flag, type=float, nargs="+", default=f.default, help=f.metadata["help"])
-        else:
-            parser.add_argument(flag, type=type(f.default), default=f.default,
-                                help=f"{f.metadata['help']} (default: {f.default})")
+    add_config_flags(parser, DemoConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    names = {f.name for f in dataclasses.fields(DemoConfig)}
-    kw = {k: v for k, v in vars(args).items() if k in names}
-    kw["thresholds"] = tuple(kw["thresholds"])
-    run_demo(DemoConfig(**kw))
+    run_demo(config_from_args(args, DemoConfig))
     return 0

@@ -10,20 +10,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_arguments", "run"]
+from experiments.flags import add_config_flags, config_from_args
+from experiments.studies.threshold_sweep import SweepConfig, run_sweep
+
+__all__ = ["CONFIGS", "add_arguments", "run"]
+
+CONFIGS = (SweepConfig,)  # every flag is a field of these
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from experiments.studies.threshold_sweep import SweepConfig
-    from policy.train_config import add_config_arguments
-
-    add_config_arguments(parser, SweepConfig)
+    add_config_flags(parser, SweepConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.studies.threshold_sweep import SweepConfig, run_sweep
-    from policy.train_config import config_from_args
-
     config = config_from_args(args, SweepConfig)
     rows = run_sweep(config)
     if rows is not None:

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_arguments", "run"]
+from experiments.flags import add_config_flags, config_from_args
+from verifier.config import VerifierTrainConfig
+from verifier.train import train_verifier
+
+__all__ = ["CONFIGS", "add_arguments", "run"]
+
+CONFIGS = (VerifierTrainConfig,)  # every flag is a field of these
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from policy.train_config import add_config_arguments
-    from verifier.config import VerifierTrainConfig
-
-    add_config_arguments(parser, VerifierTrainConfig)
+    add_config_flags(parser, VerifierTrainConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    from policy.train_config import config_from_args
-    from verifier.config import VerifierTrainConfig
-    from verifier.train import train_verifier
-
     config = config_from_args(args, VerifierTrainConfig)
     out = train_verifier(config)
     print(f"rewind train-verifier: wrote {out / 'verifier'} and {out / 'metrics.json'}")

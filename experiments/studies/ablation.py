@@ -19,9 +19,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import search
+from experiments.inputs import check_config, config_hash, load_problems
+from experiments.studies.ablation_report import write_report
+from experiments.studies.evaluate import evaluate
+from policy import load_policy
+from policy.atomic import atomic_write_json
+from policy.data import generate_problems
+from policy.dpo import train_dpo
+from policy.sft import last_complete_checkpoint, train_sft
+from policy.train_config import TrainConfig
+from search.config import SearchConfig, parse_knobs
+from search.knobs import knob, knob_of
+from verifier import load_verifier
+from verifier.config import VerifierTrainConfig
+from verifier.train import train_verifier
 
 __all__ = ["AblationConfig", "INFERENCE", "MODES", "calibrate_budgets", "run_ablation", "train_stage"]
 
@@ -35,10 +51,6 @@ SMOKE = dict(n=8, seeds="0", max_steps=3, train_problems=48, harvest_problems=8,
              search_knobs="max_depth=3,max_step_tokens=24")
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - argparse's word
-    return field(default=default, metadata={"help": help, **kw})
-
-
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in str(text).split(",") if t.strip()]
 
@@ -47,27 +59,27 @@ def _csv(text: str) -> list[str]:
 class AblationConfig:
     """The whole ablation; ``--smoke`` shrinks it to a 2-3 minute run (see ``SMOKE``)."""
 
-    out: str = _f(None, "ablation folder: runs/, budgets.json, config.json, results.jsonl, ablation.md, ablation.png")
-    modes: str = _f(",".join(MODES), f"comma-separated training modes from {', '.join(MODES)}; 'clean' is the baseline")
-    inference: str = _f(",".join(k for k in INFERENCE if "P(b)" not in k),
+    out: str = knob(None, "ablation folder: runs/, budgets.json, config.json, results.jsonl, ablation.md, ablation.png")
+    modes: str = knob(",".join(MODES), f"comma-separated training modes from {', '.join(MODES)}; 'clean' is the baseline")
+    inference: str = knob(",".join(k for k in INFERENCE if "P(b)" not in k),
                         f"comma-separated inference methods from {', '.join(INFERENCE)}")
-    signal_modes: str = _f("hard", "modes that also run beam/MCTS pruned by the policy's own P(⟨b⟩) ('' for none)")
-    n: int = _f(500, "held-out built-in test problems (>= 1)")
-    seeds: str = _f("0,1,2", "training seeds, comma-separated (each trains every mode anew)")
-    threshold: float = _f(0.5, "pruning threshold of the search methods, in [0, 1]")
-    budget: int = _f(8, "best-of-N's N; beam width and MCTS simulations are calibrated to its mean tokens (>= 1)")
-    beam_samples: int = _f(4, "children per beam (M); the width is calibrated (>= 1)")
-    mcts_children: int = _f(4, "children per MCTS expansion (K); simulations are calibrated (>= 1)")
-    calibration_problems: int = _f(16, "validation problems used to match the token budgets (>= 1)")
-    search_knobs: str = _f("", "extra knobs for every search method, KEY=VALUE,... (e.g. max_depth=16)")
-    max_new_tokens: int = _f(320, "decoders: longest generation in tokens (>= 1)")
-    train_problems: int = _f(3000, "training problems per policy (TrainConfig.num_problems)")
-    max_steps: int = _f(-1, "optimiser steps per policy (-1: one epoch)")
-    harvest_problems: int = _f(256, "hard+onpolicy: problems the hard policy is sampled on")
-    verifier_problems: int = _f(200, "problems the verifier labels come from (>= 3)")
-    verifier_labels: str = _f("injected", "verifier label source: injected, rollouts, mc or mix")
-    batch_size: int = _f(8, "problems solved together (>= 1)")
-    smoke: bool = _f(False, "tiny smoke run (8 problems, 1 seed, 3 steps): checks the pipeline in 2-3 minutes",
+    signal_modes: str = knob("hard", "modes that also run beam/MCTS pruned by the policy's own P(⟨b⟩) ('' for none)")
+    n: int = knob(500, "held-out built-in test problems (>= 1)")
+    seeds: str = knob("0,1,2", "training seeds, comma-separated (each trains every mode anew)")
+    threshold: float = knob_of(SearchConfig, "threshold")
+    budget: int = knob(8, "best-of-N's N; beam width and MCTS simulations are calibrated to its mean tokens (>= 1)")
+    beam_samples: int = knob(4, "children per beam (M); the width is calibrated (>= 1)")
+    mcts_children: int = knob(4, "children per MCTS expansion (K); simulations are calibrated (>= 1)")
+    calibration_problems: int = knob(16, "validation problems used to match the token budgets (>= 1)")
+    search_knobs: str = knob("", "extra knobs for every search method, KEY=VALUE,... (e.g. max_depth=16)")
+    max_new_tokens: int = knob(320, "decoders: longest generation in tokens (>= 1)")
+    train_problems: int = knob(3000, "training problems per policy (TrainConfig.num_problems)")
+    max_steps: int = knob(-1, "optimiser steps per policy (-1: one epoch)")
+    harvest_problems: int = knob(256, "hard+onpolicy: problems the hard policy is sampled on")
+    verifier_problems: int = knob(200, "problems the verifier labels come from (>= 3)")
+    verifier_labels: str = knob("injected", "verifier label source: injected, rollouts, mc or mix")
+    batch_size: int = knob(8, "problems solved together (>= 1)")
+    smoke: bool = knob(False, "tiny smoke run (8 problems, 1 seed, 3 steps): checks the pipeline in 2-3 minutes",
                      flag=True)
 
     def __post_init__(self) -> None:
@@ -115,8 +127,6 @@ def _run_dir(out: Path, mode: str, seed: int) -> Path:
 
 
 def _train_config(cfg: AblationConfig, out: Path, mode: str, seed: int):
-    from policy.train_config import TrainConfig
-
     common = dict(out=str(_run_dir(out, mode, seed) / "policy_run"), seed=seed, task="builtin",
                   num_problems=cfg.train_problems, max_steps=cfg.max_steps)
     if cfg.smoke:
@@ -151,8 +161,6 @@ def _finished(folder: Path, config: Any, *, marker: str, what: str) -> bool:
 
 def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:
     """Train (or reuse) the policy of (mode, seed), then its verifier; returns the sub-run folder."""
-    from policy.sft import last_complete_checkpoint
-
     tc = _train_config(cfg, out, mode, seed)
     pol_run = Path(tc.out)
     if not _finished(pol_run, tc, marker="metrics.json", what="policy"):
@@ -160,37 +168,25 @@ def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:
             print(f"rewind ablation: resuming the half-finished {mode} policy (seed {seed}) in {pol_run}")
             tc = dataclasses.replace(tc, resume=True)
         if tc.mode == "dpo":
-            from policy.dpo import train_dpo
-
             train_dpo(tc)
         else:
-            from policy.sft import train_sft
-
             train_sft(tc)
-    from verifier.config import VerifierTrainConfig
 
     vc = VerifierTrainConfig(out=str(pol_run.parent / "verifier_run"), policy=str(pol_run), seed=seed,
                              labels=cfg.verifier_labels, num_problems=cfg.verifier_problems,
                              **({"epochs": 5, "samples_per_problem": 1, "max_new_tokens": 48} if cfg.smoke else {}))
     if not _finished(Path(vc.out), vc, marker="metrics.json", what="verifier"):
-        from verifier.train import train_verifier
-
         train_verifier(vc, progress=False)
     return pol_run.parent
 
 
 def load_stage(run: Path) -> tuple[Any, Any]:
     """(policy, verifier) of a finished sub-run."""
-    from policy import load_policy
-    from verifier import load_verifier
-
     policy = load_policy(run / "policy_run" / "policy")
     return policy, load_verifier(run / "verifier_run", policy)
 
 
 def _knobs(cfg: AblationConfig, budgets: dict, method: str) -> dict:
-    from experiments.commands.eval import parse_knobs
-
     base = parse_knobs(cfg.search_knobs)
     return {**base, **budgets.get(method, {})} if method not in ("decode", "decode-soft") else {}
 
@@ -202,10 +198,6 @@ def calibrate_budgets(cfg: AblationConfig, policy: Any, verifier: Any) -> dict:
     (width 1; 8 simulations) and a rescale suffice; the achieved means are in the table.
     """
     import numpy as np
-
-    import search
-    from experiments.commands.eval import parse_knobs
-    from policy.data import generate_problems
 
     problems = generate_problems(cfg.calibration_problems, seed=0, split="validation")
     base = dict(parse_knobs(cfg.search_knobs), threshold=cfg.threshold, policy=policy, verifier=verifier)
@@ -225,11 +217,6 @@ def calibrate_budgets(cfg: AblationConfig, policy: Any, verifier: Any) -> dict:
 
 def run_ablation(config: AblationConfig, *, progress: bool = True) -> str:
     """Run every stage not yet finished; write the report. Returns the Markdown table."""
-    from experiments.inputs import check_config, config_hash, load_problems
-    from experiments.studies.ablation_report import write_report
-    from experiments.studies.evaluate import evaluate
-    from policy.atomic import atomic_write_json
-
     cfg = config.effective()
     out = Path(cfg.out)
     h = config_hash(cfg, ignore=("batch_size",))

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from experiments.studies.evaluate import read_results
+from experiments.studies.plots import plot_bars
 from experiments.studies.stats import bootstrap_ci, mcnemar, wilson
+from policy.atomic import atomic_write_text
 
 __all__ = ["Cell", "cells_of", "signal_lines", "table_lines", "write_report"]
 
@@ -117,10 +120,6 @@ def _seed_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inf
 
 def write_report(out: Path, cfg: Any, budgets: Mapping, config_hash: str) -> str:
     """``ablation.md`` and ``ablation.png`` from the rows of this config; returns the Markdown."""
-    from experiments.studies.evaluate import read_results
-    from experiments.studies.plots import plot_bars
-    from policy.atomic import atomic_write_text
-
     rows = [r for r in read_results(out / "results.jsonl") if r.get("config_hash") == config_hash]
     cells = cells_of(rows)
     modes = [m for m in dict.fromkeys(str(cfg.modes).split(",")) if m]

@@ -18,8 +18,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+import search
 from policy.atomic import append_jsonl
-from policy.data import answers_match, format_prompt
+from policy.data import answers_match, extract_answer, format_prompt
 from policy.generate import generate
 
 __all__ = ["DECODERS", "METHODS", "evaluate", "read_results"]
@@ -53,7 +54,6 @@ def _decode_rows(problems, policy, *, rewind: bool, max_new_tokens: int, seed: i
     gens = generate(policy, [format_prompt(p.question) for p in problems], rewind=rewind,
                     max_new_tokens=max_new_tokens, seed=seed)
     wall = (time.perf_counter() - t0) / max(1, len(problems))
-    from policy.data import extract_answer
 
     out = []
     for g in gens:
@@ -102,8 +102,6 @@ def evaluate(
         if method in DECODERS:
             results = _decode_rows(chunk, policy, rewind=method == "decode", max_new_tokens=max_new_tokens, seed=seed)
         else:
-            import search
-
             sols = search.solve_many(chunk, strategy=method, threshold=threshold, policy=policy, verifier=verifier,
                                      seed=seed, **knobs)
             # a batch's wall time is shared by its problems: record the per-problem share too

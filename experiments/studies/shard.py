@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments.studies.evaluate import read_results
+from experiments.studies.evaluate import evaluate, read_results
 from policy.atomic import atomic_write_text
 
 __all__ = ["RESULTS", "barrier", "done_keys", "evaluate_shard", "finish", "merge_results", "problem_order", "rank_path", "row_key", "shard_from_env",
@@ -112,8 +112,6 @@ def problem_order(problem_ids: Iterable[str]) -> Callable[[dict], tuple[str, int
 def evaluate_shard(problems: Sequence[Any], out_dir: str | os.PathLike, shard: tuple[int, int], *, tag: str,
                    done: set[tuple[str, str]], **evaluate_kwargs: Any) -> list[dict]:
     """``experiments.studies.evaluate.evaluate`` on this rank's unfinished problems, appending to its rank file."""
-    from experiments.studies.evaluate import evaluate
-
     todo = [p for p in take_shard(problems, shard) if (tag, str(p.id)) not in done]
     if not todo:
         return []

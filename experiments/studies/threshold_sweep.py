@@ -18,42 +18,53 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from tqdm.auto import tqdm
 
+import search
+from experiments.inputs import check_config, config_hash, load_problems, load_source
+from experiments.studies.plots import plot_accuracy_vs_threshold, plot_accuracy_vs_tokens
+from experiments.studies.shard import (
+    done_keys,
+    evaluate_shard,
+    finish,
+    problem_order,
+    rank_path,
+    shard_from_env,
+    take_shard,
+)
+from experiments.studies.stats import fmt, summarize
+from policy.atomic import append_jsonl, atomic_write_text
+from policy.data import answers_match
+from search.config import make_config, parse_knobs
+from search.knobs import knob
+
 __all__ = ["SweepConfig", "parse_thresholds", "replay_rows", "run_sweep", "summary_table"]
-
-
-def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - argparse's word
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass(frozen=True, kw_only=True)
 class SweepConfig:
     """One strategy, one policy (+ verifier), a grid of thresholds, N problems."""
 
-    out: str = _f(None, "results folder: config.json, results.jsonl, summary.md, plots, trees/")
-    run: str | None = _f(None, "a run folder (policy/ and verifier/), a policy folder, or a hub model name")
-    model: str | None = _f(None, "same as --run (a model name or folder; for --task gsm8k with a real model)")
-    strategy: Literal["greedy", "best_of_n", "beam", "mcts"] = _f("beam", "search strategy")
-    signal: Literal["verifier", "policy"] = _f("verifier", "pruning signal: the run's verifier or the policy's P(⟨b⟩)")
-    thresholds: str = _f("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
+    out: str = knob(None, "results folder: config.json, results.jsonl, summary.md, plots, trees/")
+    run: str | None = knob(None, "a run folder (policy/ and verifier/), a policy folder, or a hub model name")
+    model: str | None = knob(None, "same as --run (a model name or folder; for --task gsm8k with a real model)")
+    strategy: Literal["greedy", "best_of_n", "beam", "mcts"] = knob("beam", "search strategy")
+    signal: Literal["verifier", "policy"] = knob("verifier", "pruning signal: the run's verifier or the policy's P(⟨b⟩)")
+    thresholds: str = knob("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
                          "comma-separated thresholds in [0, 1]; 1.0 (the recorded run) is always included")
-    task: Literal["builtin", "gsm8k"] = _f("builtin", "problems: the built-in generator or GSM8K")
-    split: str = _f("test", "builtin: train/validation/test; gsm8k: train/test or a JSONL path")
-    n: int = _f(100, "problems (>= 1): the first N of the split")
-    seed: int = _f(0, "problem seed (builtin) and search seed")
-    knobs: str = _f("", "search knobs as KEY=VALUE,... (e.g. width=4,samples=4)")
-    batch_size: int = _f(8, "problems solved together (>= 1)")
-    no_replay: bool = _f(False, "live runs only (no recorded trees, no replay rows)", flag=True)
+    task: Literal["builtin", "gsm8k"] = knob("builtin", "problems: the built-in generator or GSM8K")
+    split: str = knob("test", "builtin: train/validation/test; gsm8k: train/test or a JSONL path")
+    n: int = knob(100, "problems (>= 1): the first N of the split")
+    seed: int = knob(0, "problem seed (builtin) and search seed")
+    knobs: str = knob("", "search knobs as KEY=VALUE,... (e.g. width=4,samples=4)")
+    batch_size: int = knob(8, "problems solved together (>= 1)")
+    no_replay: bool = knob(False, "live runs only (no recorded trees, no replay rows)", flag=True)
 
     def __post_init__(self) -> None:
-        from experiments.commands.eval import parse_knobs
-        from search.config import make_config
-
         if not self.out:
             raise ValueError("--out (the results folder) is required")
         if self.run and self.model and self.run != self.model:
@@ -98,9 +109,6 @@ def replay_rows(out: Path, problems: list, grid: list[float], *, done: set, extr
                 progress: bool = True) -> list[dict]:
     """Replay each problem's recorded tree at every τ of ``grid`` not yet done; append the rows to
     this rank's file by the caller's ``out`` (the rank path)."""
-    import search
-    from policy.data import answers_match
-
     rows = []
     for p in tqdm(problems, desc="replay", unit="problem", disable=not progress):
         todo = [t for t in grid if (_tag("replay", t), str(p.id)) not in done]
@@ -121,18 +129,6 @@ def replay_rows(out: Path, problems: list, grid: list[float], *, done: set, extr
 def run_sweep(config: SweepConfig, *, progress: bool = True) -> list[dict] | None:
     """Run the sweep on this process's shard; rank 0 merges and writes the summary and plots
     (returns the merged rows; other ranks return None)."""
-    from experiments.commands.eval import parse_knobs
-    from experiments.inputs import check_config, config_hash, load_problems, load_source
-    from experiments.studies.shard import (
-        done_keys,
-        evaluate_shard,
-        finish,
-        problem_order,
-        rank_path,
-        shard_from_env,
-    )
-    from policy.atomic import append_jsonl
-
     shard = shard_from_env()
     out = Path(config.out)
     problems = load_problems(config.task, config.n, seed=config.seed, split=config.split)
@@ -150,8 +146,6 @@ def run_sweep(config: SweepConfig, *, progress: bool = True) -> list[dict] | Non
                        trees_dir=out / "trees" if tau == 1.0 and not config.no_replay else None,
                        **parse_knobs(config.knobs))
     if not config.no_replay:
-        from experiments.studies.shard import take_shard
-
         mine = take_shard(problems, shard)
         for row in replay_rows(out, mine, config.grid, done=done, extra={"config_hash": h}, progress=progress):
             append_jsonl(rank_path(out, shard[0]), row)
@@ -192,8 +186,6 @@ def replay_agreement(rows: list[dict]) -> dict[float, dict[str, int]]:
 
 def summary_table(rows: list[dict]) -> str:
     """The Markdown table: one line per (source, τ)."""
-    from experiments.studies.stats import fmt, summarize
-
     agree = replay_agreement(rows)
     lines = ["| source | τ | n | accuracy | 95% CI | tokens generated | tokens run | nodes expanded | nodes pruned | "
              "wall s/problem | replay exact | agrees with live (exact) |",
@@ -211,10 +203,6 @@ def summary_table(rows: list[dict]) -> str:
 
 def write_report(out: Path, config: SweepConfig, rows: list[dict]) -> None:
     """``summary.md`` and the two plots from the merged rows."""
-    from experiments.studies.plots import plot_accuracy_vs_threshold, plot_accuracy_vs_tokens
-    from experiments.studies.stats import summarize
-    from policy.atomic import atomic_write_text
-
     by_tau: dict[str, list] = defaultdict(list)
     by_tokens: dict[str, list] = defaultdict(list)
     for (source, tau), group in _groups(rows).items():

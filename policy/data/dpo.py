@@ -38,6 +38,7 @@ from policy.data.inject import (
 from policy.data.problems import Problem, encode_problem
 from policy.data.segments import DPOPair
 from policy.layout import apply_backspaces
+from search.knobs import knob
 
 __all__ = ["DPOConfig", "dpo_pairs"]
 
@@ -47,8 +48,8 @@ class DPOConfig(InjectConfig):
     """``InjectConfig`` knobs (``kinds``, ``span``, ``examples_per_problem`` = backtrack pairs per
     problem) plus the two below."""
 
-    horizon: Literal["full", "step"] = "full"  # continue to the end of the solution, or of the step
-    no_backtrack_share: float = 1.0  # probability in [0, 1] of a no_backtrack pair per backtrack pair
+    horizon: Literal["full", "step"] = knob("full", "a pair continues to the end of the solution, or of the step")
+    no_backtrack_share: float = knob(1.0, "probability in [0, 1] of a no_backtrack pair per backtrack pair")
 
     def __post_init__(self) -> None:
         super().__post_init__()

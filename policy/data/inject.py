@@ -20,6 +20,7 @@ from policy.data.corrupt import ERROR_KINDS, Corruption, corrupt, error_sites
 from policy.data.grading import check_steps
 from policy.data.problems import Problem, encode_problem
 from policy.data.segments import Example, Segment, check_example
+from search.knobs import knob
 
 __all__ = ["SPANS", "InjectConfig", "inject_errors", "require_backtrack_id", "token_ends"]
 
@@ -30,15 +31,16 @@ SPANS = ("token", "number", "step")
 class InjectConfig:
     """Knobs of ``inject_errors`` (and, through ``DPOConfig``, of ``dpo_pairs``)."""
 
-    kinds: tuple[str, ...] = ERROR_KINDS  # error kinds to draw from, uniformly
-    span: Literal["token", "number", "step"] = "number"  # where the error ends: first wrong token,
-    # end of the wrong number, or end of the step (the rest of the step recomputed from the error)
-    examples_per_problem: int = 1  # examples drawn per problem, >= 1
-    clean_share: float = 0.0  # probability in [0, 1] that an example is the clean solution
-    # (so the per-example error rate is 1 - clean_share)
-    step_error_rate: float = 0.0  # in [0, 1]: each later annotated step also gets an error with
-    # this probability (the first error site is always drawn)
-    max_errors: int = 1  # most errors in one example, >= 1
+    kinds: tuple[str, ...] = knob(ERROR_KINDS, f"error kinds to draw from, uniformly: some of {', '.join(ERROR_KINDS)}")
+    span: Literal["token", "number", "step"] = knob(
+        "number", "where the error ends: the first wrong token, the end of the wrong number, or the end of the "
+        "step (the rest of the step recomputed from the error)")
+    examples_per_problem: int = knob(1, "examples drawn per problem, >= 1")
+    clean_share: float = knob(0.0, "probability in [0, 1] that an example is the clean solution (so the "
+                              "per-example error rate is 1 - clean_share)")
+    step_error_rate: float = knob(0.0, "in [0, 1]: each later annotated step also gets an error with this "
+                                  "probability (the first error site is always drawn)")
+    max_errors: int = knob(1, "most errors in one example, >= 1")
 
     def __post_init__(self) -> None:
         kinds = tuple(self.kinds)

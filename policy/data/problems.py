@@ -22,6 +22,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from policy.data.grading import extract_answer
+from policy.prompts import PLAIN, encode_text
 
 __all__ = [
     "GSM8K_SPLITS",
@@ -49,8 +50,6 @@ class Problem:
 
 
 def _format_of(tokenizer, prompt_format):
-    from policy.prompts import PLAIN
-
     return prompt_format or getattr(tokenizer, "rewind_prompt_format", None) or PLAIN
 
 
@@ -73,8 +72,6 @@ def encode_problem(problem: Problem, tokenizer: PreTrainedTokenizerBase,
     """
     if tokenizer.eos_token_id is None:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no eos_token_id; solutions must end with EOS")
-    from policy.prompts import encode_text
-
     prompt_ids = _format_of(tokenizer, prompt_format).encode(problem.question, tokenizer)
     solution_ids = encode_text(tokenizer, problem.solution)
     return list(prompt_ids), [*solution_ids, tokenizer.eos_token_id]
