@@ -19,20 +19,17 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.studies import demo_stages as st
 from experiments.wiring import set_default_run
 from policy.atomic import atomic_write_json
+from search.knobs import knob as _f
 
 __all__ = ["DemoConfig", "run_demo"]
 
 DEMO_FORMAT_VERSION = 1
-
-
-def _f(default, help: str):  # noqa: A002
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True, kw_only=True)
