@@ -6,16 +6,14 @@ cores (most of it spent sampling rollouts and MC completions, not training the h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
+
+from search.knobs import knob as _f
 
 __all__ = ["LABEL_KINDS", "VerifierTrainConfig"]
 
 LABEL_KINDS = ("injected", "rollouts", "mc", "mix")
-
-
-def _f(default, help: str, **kw):  # noqa: A002 - "help" is argparse's own word
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass(frozen=True, kw_only=True)
