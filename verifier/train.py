@@ -41,16 +41,9 @@ __all__ = ["build_labels", "calibrate", "fit_head", "load_frozen_policy", "split
 
 
 def load_frozen_policy(spec: str) -> Policy:
-    """``'tiny'``, a train-policy run folder (its ``policy/``), or anything ``load_policy`` takes; eval, no grad."""
-    if spec == "tiny":
-        policy = tiny_policy()
-    else:
-        path = Path(spec).expanduser()
-        if path.is_dir() and (path / "policy" / "config.json").exists():
-            path = path / "policy"
-        elif not path.exists() and ("/" in spec or spec.startswith(".")):
-            raise FileNotFoundError(f"no policy at {spec}: give a train-policy run folder (rewind train-policy --out)")
-        policy = load_policy(str(path) if path.exists() else spec)
+    """``'tiny'`` or anything ``load_policy`` takes (a run folder, a policy or adapter folder, a
+    ``.gguf`` file, a hub name: ``policy.locate`` resolves it); eval, no grad."""
+    policy = tiny_policy() if spec == "tiny" else load_policy(spec)
     policy.model.eval()
     policy.model.requires_grad_(False)
     return policy
