@@ -113,12 +113,15 @@ class StepView:
     text: str = ""  # the step's alive text (for checker baselines; a learned verifier reads the tensors)
     prefix: str = ""  # the alive solution text before the step
     prompt: str = ""  # the prompt the policy saw
+    ids: tuple[int, ...] = ()  # the step's alive token ids (T of them; empty when unknown)
 
     @classmethod
     def of(cls, sample: StepSample, depth: int, *, prefix: str = "", prompt: str = "") -> StepView:
         if sample.step_hidden is None:
             raise RuntimeError("the engine returned a step without its hidden states; a step verifier needs them")
-        return cls(sample.step_hidden, sample.step_logprobs, sample.step_entropies, depth, sample.text, prefix, prompt)
+        ids = tuple(sample.ids) if len(sample.ids) == sample.step_hidden.shape[0] else ()
+        return cls(sample.step_hidden, sample.step_logprobs, sample.step_entropies, depth, sample.text, prefix, prompt,
+                   ids)
 
 
 @runtime_checkable

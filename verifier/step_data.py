@@ -6,8 +6,8 @@ that keeps every drawn child's ``StepView`` — the very tensors search hands th
 training and search read identical features. Each child is labelled by ``step_label``:
 
 - 1 when the step's calculator annotation is wrong or malformed (``check_steps`` on the line),
-- 1 when an operand of the annotation appears nowhere before it (not in the question, not an
-  earlier result, not earlier in the line) — a misread quantity,
+- 1 when an operand of the annotation appears nowhere before the step (not in the question, not
+  an earlier result, not a common constant) — a misread quantity,
 - 1 when a final ``#### x`` line disagrees with the last result computed on the path,
 - 1 when the step hit the step-length cap (a runaway line),
 - else 0.
@@ -53,12 +53,11 @@ def step_label(question: str, prefix: str, step: str, stop_reason: str) -> tuple
     check = check_steps(step)
     if check.errors:
         return 1, ("malformed" if check.errors[0].kind == "malformed" else "result")
-    seen = _numbers(question) | _numbers(prefix)
+    known = _numbers(question) | _numbers(prefix) | _FREE_CONSTANTS
     for a in parse_annotations(step):
-        before = step[: a.span[0]]
-        known = seen | _numbers(before) | _FREE_CONSTANTS
         if any(x not in known for x in _numbers(a.expr)):
             return 1, "operand"
+        known |= _numbers(a.result)
     if step.lstrip().startswith("####"):
         results = [a.result for a in parse_annotations(prefix)]
         got = extract_answer(prefix + step)
@@ -104,7 +103,7 @@ class StepData:
         public_mode(tmp)
         try:
             torch.save({"key": key, **{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "views"},
-                        "views": [(v.hidden.half(), v.logprobs, v.entropies, v.depth) for v in self.views]}, tmp)
+                        "views": [(v.hidden.half(), v.logprobs, v.entropies, v.depth, list(v.ids)) for v in self.views]}, tmp)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -121,8 +120,11 @@ class StepData:
             return None
         if data.get("key") != key:
             return None
-        out = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k != "views"})
-        out.views = [StepView(h.float(), lp, ent, int(d)) for h, lp, ent, d in data["views"]]
+        try:
+            out = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k != "views"})
+            out.views = [StepView(h.float(), lp, ent, int(d), ids=tuple(i)) for h, lp, ent, d, i in data["views"]]
+        except (KeyError, ValueError, TypeError):  # an older layout of the file: collect again
+            return None
         return out
 
 

@@ -8,10 +8,10 @@ recover it (sibling AUROC 0.53–0.56, issue 14). Here a small transformer atten
 positions, which is enough to compare the written result with the operands.
 
 Input per node (``search.interfaces.StepView``): ``hidden [T, H]``, ``logprobs [T]``,
-``entropies [T]`` — all computed by decoding already (no second forward of the policy) — and the
-node's depth. Architecture::
+``entropies [T]`` — all computed by decoding already (no second forward of the policy) —, the
+step's token ids and the node's depth. Architecture::
 
-    x_t = Linear(LayerNorm(h_t)) + Linear([lp_t, ent_t]) + pos_t        # (T, d)
+    x_t = Linear(LayerNorm(h_t)) + Linear([lp_t, ent_t]) + pos_t + emb(id_t mod 4096)   # (T, d)
     x   = TransformerEncoder(x, 2 layers, pre-norm, key padding mask)    # (T, d)
     z   = [attention-pool(x), mean(x), min lp, mean lp, max ent, log T]  # (2d + 4,)
     logit = Linear(GELU(Linear(z)))                                      # ()
@@ -36,26 +36,30 @@ __all__ = ["STEP_VERIFIER_KIND", "VERIFIER_FORMAT_VERSION", "StepBatch", "StepVe
 
 VERIFIER_FORMAT_VERSION = 1  # of every saved verifier folder (``verifier.head`` reads it from here)
 STEP_VERIFIER_KIND = "step"
+TOKEN_BUCKETS = 4096
 _WEIGHTS = "head.safetensors"
 _CONFIG = "verifier_config.json"
 
 
 class StepBatch:
     """Padded steps: ``hidden [N, T, H]``, ``scalars [N, T, 2]`` (log-prob, entropy),
-    ``mask [N, T]`` (True = a real token), ``depth [N]``."""
+    ``mask [N, T]`` (True = a real token), ``depth [N]``, ``ids [N, T]`` (token ids, -1 unknown)."""
 
-    def __init__(self, hidden: torch.Tensor, scalars: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor):
+    def __init__(self, hidden: torch.Tensor, scalars: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor,
+                 ids: torch.Tensor | None = None):
         self.hidden, self.scalars, self.mask, self.depth = hidden, scalars, mask, depth
+        self.ids = ids if ids is not None else torch.full(mask.shape, -1, dtype=torch.long)
 
     def __len__(self) -> int:
         return int(self.hidden.shape[0])
 
     def to(self, device: torch.device) -> StepBatch:
-        return StepBatch(self.hidden.to(device), self.scalars.to(device), self.mask.to(device), self.depth.to(device))
+        return StepBatch(self.hidden.to(device), self.scalars.to(device), self.mask.to(device), self.depth.to(device),
+                         self.ids.to(device))
 
 
 def collate_steps(hidden: Sequence[torch.Tensor], logprobs: Sequence[torch.Tensor], entropies: Sequence[torch.Tensor],
-                  depth: Sequence[int], *, max_tokens: int) -> StepBatch:
+                  depth: Sequence[int], *, max_tokens: int, ids: Sequence[Sequence[int]] | None = None) -> StepBatch:
     """Pad N steps into a ``StepBatch``; a step longer than ``max_tokens`` keeps its last tokens
     (the result and the end of the line)."""
     if not hidden:
@@ -68,14 +72,17 @@ def collate_steps(hidden: Sequence[torch.Tensor], logprobs: Sequence[torch.Tenso
     out_h = torch.zeros(n, T, H)
     out_s = torch.zeros(n, T, 2)
     mask = torch.zeros(n, T, dtype=torch.bool)
+    tok = torch.full((n, T), -1, dtype=torch.long)
     for i, (h, lp, ent, t) in enumerate(zip(hidden, logprobs, entropies, lens)):
+        if ids is not None and len(ids[i]) == h.shape[0]:
+            tok[i, :t] = torch.as_tensor(list(ids[i])[-t:], dtype=torch.long)
         if h.dim() != 2 or h.shape[-1] != H:
             raise ValueError(f"step {i}: hidden must be [T, {H}], got {tuple(h.shape)}")
         out_h[i, :t] = h[-t:].float()
         out_s[i, :t, 0] = lp.reshape(-1)[-t:].float().clamp(min=-30.0)
         out_s[i, :t, 1] = ent.reshape(-1)[-t:].float()
         mask[i, :t] = True
-    return StepBatch(out_h, out_s, mask, torch.as_tensor(list(depth), dtype=torch.float32))
+    return StepBatch(out_h, out_s, mask, torch.as_tensor(list(depth), dtype=torch.float32), tok)
 
 
 class StepVerifier(nn.Module):
@@ -102,6 +109,8 @@ class StepVerifier(nn.Module):
         self.in_proj = nn.Linear(hidden_size, width)
         self.scalar_proj = nn.Linear(2, width)
         self.pos = nn.Embedding(max_tokens, width)
+        # the step's own token ids, hashed into a bounded table (a real vocabulary is 50k+ ids); row 0 = unknown
+        self.tok = nn.Embedding(TOKEN_BUCKETS + 1, width)
         layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -121,7 +130,9 @@ class StepVerifier(nn.Module):
         b = batch.to(self.device)
         N, T, _ = b.hidden.shape
         pos = torch.arange(T, device=self.device)
-        x = self.in_proj(self.in_norm(b.hidden)) + self.scalar_proj(b.scalars) + self.pos(pos)[None]  # (N, T, d)
+        tok = torch.where(b.ids >= 0, b.ids % TOKEN_BUCKETS + 1, torch.zeros_like(b.ids))  # (N, T)
+        x = (self.in_proj(self.in_norm(b.hidden)) + self.scalar_proj(b.scalars) + self.pos(pos)[None]
+             + self.tok(tok))  # (N, T, d)
         x = self.out_norm(self.encoder(x, src_key_padding_mask=~b.mask))  # (N, T, d)
         m = b.mask.float()  # (N, T)
         attn = self.pool_query(x).squeeze(-1).masked_fill(~b.mask, float("-inf")).softmax(-1)  # (N, T)
@@ -147,7 +158,8 @@ class StepVerifier(nn.Module):
                 raise ValueError(f"a step's hidden states must be [T, {self.hidden_size}] (this verifier reads a "
                                  f"policy of hidden size {self.hidden_size}), got {tuple(v.hidden.shape)}")
         return collate_steps([v.hidden for v in views], [v.logprobs for v in views], [v.entropies for v in views],
-                             [v.depth for v in views], max_tokens=self.max_tokens)
+                             [v.depth for v in views], max_tokens=self.max_tokens,
+                             ids=[getattr(v, "ids", ()) for v in views])
 
     @torch.no_grad()
     def score_steps(self, views: Sequence) -> torch.Tensor:

@@ -56,7 +56,7 @@ def sibling_auroc(scores: Sequence[float], labels: Sequence[int], groups: Sequen
 def batch_of(data: StepData, rows: Sequence[int], max_tokens: int) -> StepBatch:
     vs = [data.views[i] for i in rows]
     return collate_steps([v.hidden for v in vs], [v.logprobs for v in vs], [v.entropies for v in vs],
-                         [v.depth for v in vs], max_tokens=max_tokens)
+                         [v.depth for v in vs], max_tokens=max_tokens, ids=[v.ids for v in vs])
 
 
 @torch.no_grad()
@@ -140,7 +140,7 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update(1)
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
         if val is not None and len(val):

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("experiments.commands.bench", "benchmarks: speed ratios against model.generate, re-encoding and clean SFT; writes a table + JSON"),
     "export": ("experiments.commands.export", "convert a recorded search tree to .html (viewer), .dot, .graphml, .gexf or .json"),
     "eval": ("experiments.commands.eval", "evaluate one method on N held-out problems (builtin or GSM8K); shards under torchrun"),
+    "diagnose": ("experiments.commands.diagnose", "what limits search on a run: greedy, pass@k, votes, beams ranked by verifier / log-prob / random / checker oracle, sibling AUROC"),
     "sweep": ("experiments.commands.sweep", "threshold sweep: live runs and the offline replay of one recorded search, with plots"),
     "ablation": ("experiments.commands.ablation", "training modes x inference methods at matched token budgets, CIs and paired tests"),
 }

@@ -29,7 +29,7 @@ from search.knobs import knob as _f
 
 __all__ = ["DemoConfig", "run_demo"]
 
-DEMO_FORMAT_VERSION = 1
+DEMO_FORMAT_VERSION = 2  # 2: the step verifier and the diagnose stage
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +43,8 @@ class DemoConfig:
     train_problems: int = _f(8000, "training problems for the policy (>= 8)")
     train_epochs: float = _f(2.0, "passes over the training examples (> 0)")
     max_train_steps: int = _f(-1, "cap on optimiser steps (-1: the epochs decide)")
-    verifier_problems: int = _f(160, "problems the verifier's labels come from (>= 8)")
+    verifier_problems: int = _f(400, "problems whose sibling steps label the step verifier (>= 8)")
+    diagnose_problems: int = _f(64, "held-out problems of the headroom report, `rewind diagnose` (>= 1)")
     eval_problems: int = _f(64, "held-out test problems solved by every method (>= 1)")
     sweep_problems: int = _f(24, "held-out problems in the threshold sweep (>= 1)")
     thresholds: tuple[float, ...] = _f((0.2, 0.35, 0.5, 0.65, 0.8, 1.0), "verifier thresholds of the sweep")
@@ -59,7 +60,7 @@ class DemoConfig:
         for name in ("train_problems", "verifier_problems"):
             if getattr(self, name) < 8:
                 raise ValueError(f"{name} must be >= 8, got {getattr(self, name)}")
-        for name in ("eval_problems", "sweep_problems", "best_of_n", "beam_width", "beam_samples",
+        for name in ("eval_problems", "sweep_problems", "diagnose_problems", "best_of_n", "beam_width", "beam_samples",
                      "mcts_simulations", "mcts_children"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -77,7 +78,7 @@ class DemoConfig:
         if not self.quick:
             return self
         return dataclasses.replace(self, train_problems=400, train_epochs=1.0, max_train_steps=25,
-                                   verifier_problems=24, eval_problems=6, sweep_problems=4,
+                                   verifier_problems=24, eval_problems=6, sweep_problems=4, diagnose_problems=3,
                                    thresholds=(0.3, 0.7, 1.0), best_of_n=2, beam_width=2, beam_samples=2,
                                    mcts_simulations=4, mcts_children=2, example_trees=1)
 
@@ -163,6 +164,7 @@ def run_demo(config: DemoConfig, *, log=print) -> Path:
     atomic_write_json(run / "run.json", {"policy": "train/policy", "verifier": "verifier_train/verifier"})
     _stage(run, "solve", lambda: st.solve(cfg, run), log)
     _stage(run, "sweep", lambda: st.sweep(cfg, run), log)
+    _stage(run, "diagnose", lambda: st.diagnose(cfg, run), log)
     _stage(run, "report", lambda: st.report(cfg, run, log), log)
     set_default_run(run)
     log(f"done in {time.perf_counter() - t0:.0f}s; summary: {run / 'summary.md'}; this run is now the default "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import search
 from experiments.studies.demo_plots import plot_methods
+from experiments.studies.diagnose import DiagnoseConfig, run_diagnose
 from experiments.studies.evaluate import evaluate, read_results
 from experiments.studies.threshold_sweep import SweepConfig, run_sweep
 from experiments.wiring import load_run
@@ -18,12 +19,13 @@ from policy.data import generate_problems
 from policy.sft import last_complete_checkpoint, train_sft
 from policy.train_config import TrainConfig
 from verifier.config import VerifierTrainConfig
+from verifier.step_train import step_summary
 from verifier.train import train_verifier as fit
 
 if TYPE_CHECKING:  # demo.py imports this module to run the stages; the config is only an annotation here
     from experiments.studies.demo import DemoConfig
 
-__all__ = ["report", "solve", "sweep", "train_policy", "train_verifier", "wilson"]
+__all__ = ["diagnose", "report", "solve", "sweep", "train_policy", "train_verifier", "wilson"]
 
 METHODS = ("decode", "greedy", "best_of_n", "beam", "mcts")
 LABELS = {"decode": "greedy decoding (rewind)", "greedy": "greedy + verifier", "best_of_n": "best-of-N (weighted)",
@@ -53,9 +55,9 @@ def train_policy(cfg: DemoConfig, run: Path) -> dict:
 
 
 def train_verifier(cfg: DemoConfig, run: Path) -> dict:
-    vc = VerifierTrainConfig(out=str(run / "verifier_train"), policy=str(run / "train"),
-                             labels="injected" if cfg.quick else "mix", num_problems=cfg.verifier_problems,
-                             seed=cfg.seed, mc_sequences=8 if cfg.quick else 48)
+    vc = VerifierTrainConfig(out=str(run / "verifier_train"), policy=str(run / "train"), kind="step",
+                             num_problems=cfg.verifier_problems, seed=cfg.seed, beam_width=cfg.beam_width,
+                             beam_samples=4 if not cfg.quick else 2, epochs=3 if cfg.quick else 30)
     fit(vc, progress=True)
     m = json.loads((run / "verifier_train" / "metrics.json").read_text())
     return {"test": m.get("test", {})}
@@ -88,6 +90,17 @@ def sweep(cfg: DemoConfig, run: Path) -> dict:
     live = [r for r in rows if r.get("source") == "live"]
     acc = {f"{t:g}": sum(r["correct"] for r in live if r["threshold"] == t) / max(1, cfg.sweep_problems) for t in grid}
     return {"accuracy": acc}
+
+
+def diagnose(cfg: DemoConfig, run: Path) -> dict:
+    """``rewind diagnose`` on this run (``run/diagnose/``): what limits search here."""
+    dc = DiagnoseConfig(run=str(run), out=str(run / "diagnose"), n=cfg.diagnose_problems, seed=cfg.seed + 2,
+                        samples=4 if cfg.quick else 16, temperatures="0.7" if cfg.quick else "0.4,0.7",
+                        width=cfg.beam_width, beam_samples=cfg.beam_samples,
+                        thresholds=",".join(f"{t:g}" for t in sorted(set(cfg.thresholds) | {1.0})),
+                        max_new_tokens=96 if cfg.quick else 320)
+    r = run_diagnose(dc, log=lambda *_: None)
+    return {"limits": r["limits"], "accuracy": {k: v["accuracy"] for k, v in r["methods"].items()}}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -146,6 +159,8 @@ def report(cfg: DemoConfig, run: Path, log=print) -> dict:
             "\n## Threshold sweep (step beam + verifier; live runs and the replay of the search recorded at τ=1)\n\n",
             _demote(sweep_md.read_text()) if sweep_md.exists() else "(no sweep)\n",
             "\n## Verifier (held-out problems)\n\n", _verifier_lines(vm),
+            "\n", (run / "diagnose" / "diagnose.md").read_text()
+            if (run / "diagnose" / "diagnose.md").exists() else "", "\n![diagnose](diagnose/diagnose.png)\n",
             "\n## Policy training\n\n", "".join(f"- {k}: {v}\n" for k, v in tm.items() if isinstance(v, (int, float, str))),
             "\n## Files\n\n- `results.jsonl`: one line per problem and method; `sweep/`: the threshold sweep\n"
             "- `plots/accuracy_by_method.png`, `sweep/accuracy_vs_threshold.png`, `sweep/accuracy_vs_tokens.png`\n",
@@ -164,6 +179,8 @@ def _demote(md: str) -> str:
 
 def _verifier_lines(vm: dict) -> str:
     """AUROC of the head and of the policy's own P(⟨b⟩) per label source and level."""
+    if "rankers" in vm:  # a step verifier: sibling and pooled AUROC beside the baselines
+        return step_summary(vm) + "\n"
     out = ["| labels | level | positions (errors) | AUROC head | AUROC policy P(⟨b⟩) | ECE head | false prunes @0.5 |\n",
            "|---|---|---|---|---|---|---|\n"]
     f = lambda x: "–" if x is None or x != x else f"{x:.3f}"  # noqa: E731

@@ -1,0 +1,353 @@
+"""``rewind diagnose RUN``: what limits search on a run — the headroom report.
+
+On ``n`` held-out problems of the run's task it measures, side by side:
+
+- greedy decoding (with rewind) and a taxonomy of its errors (first wrong step vs the reference);
+- pass@k (k = 1, 4, 8, 16) at a few temperatures, from 16 seeded samples per problem, and the
+  fix / harm rate of the policy's own ⟨b⟩-runs in those samples;
+- majority and verifier-weighted vote over best-of-N chains (N = 8, and N = W×M, the beam's
+  token budget);
+- step beam search at one budget (W×M) with the children ranked by the verifier, by path
+  log-prob, at random, and by the step checker (an oracle);
+- the verifier's within-problem **sibling AUROC** beside log-prob, the policy's P(⟨b⟩) and random,
+  on freshly drawn sibling steps; its false-prune rate on right steps and its prune rate on wrong
+  steps at each threshold; and a threshold sweep of the verifier beam;
+
+and writes ``diagnose.json``, ``diagnose.md`` and ``diagnose.png`` into ``out`` (default
+``RUN/diagnose``), with a paragraph that says in words what limits search there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.studies.evaluate import evaluate
+from experiments.studies.stats import mcnemar, wilson
+from experiments.wiring import load_run
+from policy.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
+from policy.data import generate_problems, load_gsm8k
+from policy.data.grading import answers_match, extract_answer, parse_annotations
+from policy.data.problems import format_prompt
+from policy.generate import generate
+from policy.layout import apply_backspaces
+from search.knobs import knob as _f
+from verifier.baselines import CheckerOracle, RandomRanker
+from verifier.labels import holds_error
+from verifier.step_data import collect_steps
+from verifier.step_head import StepVerifier
+from verifier.step_train import evaluate_steps
+
+__all__ = ["DiagnoseConfig", "error_taxonomy", "pass_at_k", "run_diagnose"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiagnoseConfig:
+    """What ``rewind diagnose`` measures."""
+
+    run: str = _f(None, "a run folder with a policy and a verifier (rewind demo / train-verifier)")
+    out: str | None = _f(None, "where to write diagnose.json/.md/.png (default: RUN/diagnose)")
+    n: int = _f(100, "held-out problems (>= 1)")
+    task: str = _f("builtin", "problems: 'builtin' (held-out test split) or 'gsm8k' (test set)")
+    temperatures: str = _f("0.4,0.7", "sampling temperatures of pass@k, comma-separated, each in (0, 2]")
+    samples: int = _f(16, "samples per problem and temperature for pass@k (>= 16 gives pass@16)")
+    search_temperature: float = _f(0.4, "temperature of best-of-N and beam steps (> 0)")
+    width: int = _f(4, "beam width W (>= 1)")
+    beam_samples: int = _f(4, "children per beam M (>= 1); the root draws W x M")
+    aggregate: str = _f("prod", "path score of the verifier beam: last, max or prod")
+    thresholds: str = _f("0.3,0.5,0.7,0.9,1", "thresholds of the prune table and the sweep, comma-separated, in [0, 1]")
+    max_new_tokens: int = _f(320, "longest decoded solution (>= 1)")
+    seed: int = _f(0, "seed for problems and sampling")
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            raise ValueError("run is required: a run folder with a policy and a verifier")
+        for name in ("n", "samples", "width", "beam_samples", "max_new_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+        temps, ths = _floats("temperatures", self.temperatures), _floats("thresholds", self.thresholds)
+        if not temps or any(not 0 < t <= 2 for t in temps):
+            raise ValueError(f"temperatures must be numbers in (0, 2], got {self.temperatures!r}")
+        if not 0 < self.search_temperature <= 2:
+            raise ValueError(f"search_temperature must be in (0, 2], got {self.search_temperature}")
+        if not ths or any(not 0 <= t <= 1 for t in ths):
+            raise ValueError(f"thresholds must lie in [0, 1], got {self.thresholds!r}")
+        if self.aggregate not in ("last", "max", "prod"):
+            raise ValueError(f"aggregate must be last, max or prod, got {self.aggregate!r}")
+        if self.task not in ("builtin", "gsm8k"):
+            raise ValueError(f"task must be 'builtin' or 'gsm8k', got {self.task!r}")
+
+    @property
+    def temperature_list(self) -> list[float]:
+        return _floats("temperatures", self.temperatures)
+
+    @property
+    def threshold_list(self) -> list[float]:
+        return _floats("thresholds", self.thresholds)
+
+
+def _floats(name: str, text: str) -> list[float]:
+    try:
+        return [float(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``c`` right of ``n`` samples (Chen et al. 2021, eq. 1)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def error_taxonomy(text: str, reference: str) -> str:
+    """Kind of the first step where ``text`` leaves ``reference``: ``result`` (the arithmetic of
+    its annotation is wrong), ``operator``, ``operand``, ``format`` (no or broken annotation,
+    runaway), or ``answer`` (every step agrees, the final line does not)."""
+    got, ref = parse_annotations(text), parse_annotations(reference)
+    for i, r in enumerate(ref):
+        if i >= len(got):
+            return "format"
+        g = got[i]
+        if not g.result.strip():
+            return "format"
+        if holds_error(f"<<{g.text}>>"):
+            return "result"
+        if g.expr.replace(" ", "") == r.expr.replace(" ", ""):
+            continue
+        ops = lambda e: [c for c in e if c in "+-*/"]  # noqa: E731
+        nums = lambda e: [x for x in "".join(c if c.isdigit() or c == "." else " " for c in e).split()]  # noqa: E731
+        if nums(g.expr) == nums(r.expr) and ops(g.expr) != ops(r.expr):
+            return "operator"
+        return "operand"
+    return "answer"
+
+
+def _backtrack_effects(policy, gens, prompt_lens) -> dict:
+    """Per ⟨b⟩-run: ``fix`` (it deleted an error and the alive text after its line is right),
+    ``harm`` (it deleted text that held no error), ``other``."""
+    tok, bid = policy.tokenizer, policy.backtrack_id
+    fix = harm = other = 0
+    for g, plen in zip(gens, prompt_lens):
+        ids = list(g.prompt_ids) + list(g.raw_ids)
+        for ev in g.backtracks:
+            start = plen + ev.start
+            before = tok.decode(apply_backspaces(ids[:start], bid, prompt_len=plen)[plen:], skip_special_tokens=True)
+            if not holds_error(before):
+                harm += 1
+                continue
+            nl = next((j for j in range(start + ev.length, len(ids)) if "\n" in tok.decode([ids[j]])), len(ids) - 1)
+            after = tok.decode(apply_backspaces(ids[:nl + 1], bid, prompt_len=plen)[plen:], skip_special_tokens=True)
+            fix, other = (fix + 1, other) if not holds_error(after) else (fix, other + 1)
+    runs = fix + harm + other
+    return {"runs": runs, "fix": fix, "harm": harm, "other": other,
+            "fix_rate": fix / runs if runs else None, "harm_rate": harm / runs if runs else None}
+
+
+def _problems(cfg: DiagnoseConfig):
+    if cfg.task == "builtin":
+        return list(generate_problems(cfg.n, seed=cfg.seed, split="test"))
+    return list(load_gsm8k("test"))[: cfg.n]
+
+
+def _sampling(cfg: DiagnoseConfig, policy, problems) -> dict:
+    prompts = [format_prompt(p.question) for p in problems]
+    plens = [len(policy.tokenizer.encode(t, add_special_tokens=False)) for t in prompts]
+    out = {}
+    for t in cfg.temperature_list:
+        correct = [0] * len(problems)
+        effects = []
+        for s in range(cfg.samples):
+            gens = generate(policy, prompts, rewind=True, do_sample=True, temperature=t, seed=cfg.seed * 1000 + s,
+                            max_new_tokens=cfg.max_new_tokens)
+            for i, (g, p) in enumerate(zip(gens, problems)):
+                correct[i] += int(answers_match(extract_answer(g.text), p.answer))
+            effects.append(_backtrack_effects(policy, gens, plens))
+        ks = [k for k in (1, 4, 8, 16) if k <= cfg.samples]
+        eff = {key: sum(e[key] for e in effects) for key in ("runs", "fix", "harm", "other")}
+        eff["fix_rate"] = eff["fix"] / eff["runs"] if eff["runs"] else None
+        eff["harm_rate"] = eff["harm"] / eff["runs"] if eff["runs"] else None
+        out[f"{t:g}"] = {"pass_at_k": {str(k): sum(pass_at_k(cfg.samples, c, k) for c in correct) / len(problems)
+                                       for k in ks}, "backtrack_runs": eff}
+    return out
+
+
+def _method_row(rows: list[dict]) -> dict:
+    k, n = sum(r["correct"] for r in rows), len(rows)
+    lo, hi = wilson(k, n)
+    toks = [r["stats"].get("tokens_generated", 0) for r in rows]
+    return {"correct": k, "n": n, "accuracy": k / n, "ci95": [lo, hi], "tokens_generated": sum(toks) / n,
+            "by_problem": {r["problem_id"]: bool(r["correct"]) for r in rows}}
+
+
+def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) -> dict:
+    res = out / "results.jsonl"
+    beam = {"width": cfg.width, "samples": cfg.beam_samples, "temperature": cfg.search_temperature}
+    wm = cfg.width * cfg.beam_samples
+    H = policy.hidden_size
+    plan = {
+        "greedy": ("decode", None, {}),
+        "vote@8 majority": ("best_of_n", None, {"n": 8, "vote": "majority", "temperature": cfg.search_temperature}),
+        "vote@8 verifier": ("best_of_n", verifier, {"n": 8, "vote": "weighted", "temperature": cfg.search_temperature}),
+        f"vote@{wm} majority": ("best_of_n", None, {"n": wm, "vote": "majority", "temperature": cfg.search_temperature}),
+        "beam verifier": ("beam", verifier, {**beam, "rank": "verifier", "aggregate": cfg.aggregate}),
+        "beam logprob": ("beam", None, {**beam, "rank": "logprob"}),
+        "beam random": ("beam", RandomRanker(cfg.seed, H), {**beam, "rank": "verifier", "aggregate": "last"}),
+        "beam oracle": ("beam", CheckerOracle(H), {**beam, "rank": "verifier", "aggregate": "max"}),
+    }
+    rows = {}
+    for name, (method, ver, knobs) in plan.items():
+        log(f"[diagnose] {name}")
+        rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name, threshold=1.0,
+                      seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
+        rows[name] = _method_row(rs)
+    for t in cfg.threshold_list:
+        if t >= 1.0:
+            continue
+        name = f"beam verifier τ={t:g}"
+        rs = evaluate(problems, policy=policy, verifier=verifier, method="beam", out=res, tag=name, threshold=t,
+                      seed=cfg.seed, progress=False, **beam, rank="verifier", aggregate=cfg.aggregate)
+        rows[name] = _method_row(rs)
+    return rows
+
+
+def _paired(rows: dict, a: str, b: str) -> dict:
+    m = mcnemar(rows[a]["by_problem"], rows[b]["by_problem"])
+    return {"a": a, "b": b, "difference": rows[a]["accuracy"] - rows[b]["accuracy"], "only_a": m.only_a,
+            "only_b": m.only_b, "p_value": m.p_value}
+
+
+def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
+    """Measure everything in the module docstring; write and return ``diagnose.json``'s content."""
+    run = Path(cfg.run)
+    policy, verifier = load_run(run)
+    if verifier is None:
+        raise ValueError(f"{run} has no verifier: train one first (rewind train-verifier --policy {run} --out ...)")
+    out = Path(cfg.out) if cfg.out else run / "diagnose"
+    out.mkdir(parents=True, exist_ok=True)
+    problems = _problems(cfg)
+    policy.model.eval()
+    greedy = generate(policy, [format_prompt(p.question) for p in problems], rewind=True,
+                      max_new_tokens=cfg.max_new_tokens)
+    taxonomy: dict[str, int] = {}
+    for g, p in zip(greedy, problems):
+        if not answers_match(extract_answer(g.text), p.answer):
+            kind = error_taxonomy(g.text, p.solution)
+            taxonomy[kind] = taxonomy.get(kind, 0) + 1
+    log("[diagnose] sampling for pass@k")
+    sampling = _sampling(cfg, policy, problems)
+    rows = _methods(cfg, out, policy, verifier, problems, log)
+    log("[diagnose] sibling steps")
+    steps = collect_steps(policy, problems, width=cfg.width, samples=cfg.beam_samples,
+                          temperature=cfg.search_temperature, seed=cfg.seed + 7, progress=False)
+    if isinstance(verifier, StepVerifier):
+        sib = evaluate_steps(verifier, steps, thresholds=cfg.threshold_list, seed=cfg.seed)
+    else:
+        sib = {"note": "a token-level head: sibling AUROC needs a step verifier (rewind train-verifier --kind step)"}
+    wm = cfg.width * cfg.beam_samples
+    paired = [_paired(rows, "beam verifier", "greedy"), _paired(rows, "beam verifier", "vote@8 majority"),
+              _paired(rows, "beam verifier", f"vote@{wm} majority"), _paired(rows, "beam verifier", "beam logprob")]
+    result = {"config": dataclasses.asdict(cfg), "n": len(problems), "greedy_error_taxonomy": taxonomy,
+              "sampling": sampling, "methods": {k: {kk: vv for kk, vv in v.items() if kk != "by_problem"}
+                                                for k, v in rows.items()},
+              "paired": paired, "siblings": sib}
+    result["limits"] = limits_text(result)
+    atomic_write_json(out / "diagnose.json", result)
+    atomic_write_text(out / "diagnose.md", diagnose_markdown(result))
+    _plot(result, out / "diagnose.png")
+    log(diagnose_markdown(result))
+    return result
+
+
+def limits_text(r: dict) -> str:
+    """What limits search on this run, in words, from the numbers."""
+    m = r["methods"]
+    g, o, v, lp = (m[k]["accuracy"] for k in ("greedy", "beam oracle", "beam verifier", "beam logprob"))
+    best_pass = max(s["pass_at_k"].get("16", s["pass_at_k"][max(s["pass_at_k"], key=int)]) for s in r["sampling"].values())
+    sib = (r["siblings"].get("rankers") or {}).get("verifier", {}).get("sibling_auroc")
+    out = [f"Greedy solves {100 * g:.1f}%; the policy's samples hold the answer for up to {100 * best_pass:.1f}% "
+           f"(pass@16), and a beam ranked by the step checker (an oracle) reaches {100 * o:.1f}%."]
+    if o - g < 0.05:
+        out.append("Even the oracle beam barely beats greedy: the policy's steps, not the ranking, limit search — "
+                   "a stronger policy (or more samples per step) is the lever.")
+    if sib is not None:
+        out.append(f"The verifier orders sibling steps with AUROC {sib:.3f}; the verifier beam reaches {100 * v:.1f}% "
+                   f"({100 * v / o if o else 0:.0f}% of the oracle beam; log-prob ranking {100 * lp:.1f}%).")
+        if sib < 0.85:
+            out.append("Sibling ranking is below 0.85: the verifier misses errors the checker sees — more own-step "
+                       "labels or more capacity are the lever.")
+    kinds = r["greedy_error_taxonomy"]
+    if kinds:
+        top = max(kinds, key=kinds.get)
+        out.append(f"Most greedy errors are of kind '{top}' ({kinds[top]} of {sum(kinds.values())}); "
+                   "kinds the checker cannot see (operand, answer) bound what any checker-trained verifier can fix.")
+    if v <= o and o > 0 and v / o >= 0.8:
+        out.append("The verifier beam is within 20% of the oracle: the remaining gap is the policy's coverage.")
+    return " ".join(out)
+
+
+def diagnose_markdown(r: dict) -> str:
+    pct = lambda x: "–" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    f3 = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
+    lines = [f"## Diagnose — {r['n']} held-out problems\n", r["limits"] + "\n",
+             "| method | accuracy | 95% CI | tokens generated / problem |", "|---|---|---|---|"]
+    for name, m in r["methods"].items():
+        lines.append(f"| {name} | {m['correct']}/{m['n']} = {pct(m['accuracy'])} | {pct(m['ci95'][0])}–"
+                     f"{pct(m['ci95'][1])} | {m['tokens_generated']:.1f} |")
+    lines += ["", "| paired (McNemar) | difference | only A right | only B right | p |", "|---|---|---|---|---|"]
+    for p in r["paired"]:
+        lines.append(f"| {p['a']} vs {p['b']} | {100 * p['difference']:+.1f} pts | {p['only_a']} | {p['only_b']} | "
+                     f"{p['p_value']:.2g} |")
+    lines += ["", "| temperature | pass@1 | pass@4 | pass@8 | pass@16 | ⟨b⟩-runs | fix rate | harm rate |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t, s in r["sampling"].items():
+        pk, b = s["pass_at_k"], s["backtrack_runs"]
+        lines.append(f"| {t} | " + " | ".join(pct(pk.get(k)) for k in ("1", "4", "8", "16")) +
+                     f" | {b['runs']} | {pct(b['fix_rate'])} | {pct(b['harm_rate'])} |")
+    sib = r["siblings"]
+    if "rankers" in sib:
+        lines += ["", f"Sibling steps: {sib['n_steps']} ({sib['n_wrong']} wrong; kinds {sib['kinds']}), "
+                      f"{sib['sibling_pairs']} (wrong, right) sibling pairs in {sib['sibling_groups']} groups.", "",
+                  "| ranker of P(error) | sibling AUROC | pooled AUROC |", "|---|---|---|"]
+        for name, x in sib["rankers"].items():
+            lines.append(f"| {name} | {f3(x['sibling_auroc'])} | {f3(x['pooled_auroc'])} |")
+        lines += ["", "| threshold | false prunes (right steps) | prunes of wrong steps |", "|---|---|---|"]
+        for p in sib["prune"]:
+            lines.append(f"| {p['threshold']:g} | {pct(p['false_prune_rate'])} | {pct(p['wrong_prune_rate'])} |")
+    else:
+        lines += ["", sib.get("note", "")]
+    lines += ["", "Greedy errors by kind: " + (", ".join(f"{k} {v}" for k, v in sorted(r["greedy_error_taxonomy"].items()))
+                                              or "none")]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    names = list(r["methods"])
+    acc = [100 * r["methods"][k]["accuracy"] for k in names]
+    err = [[100 * (r["methods"][k]["accuracy"] - r["methods"][k]["ci95"][0]) for k in names],
+           [100 * (r["methods"][k]["ci95"][1] - r["methods"][k]["accuracy"]) for k in names]]
+    a.barh(names, acc, xerr=err, color=["#c44" if "oracle" in k else "#48c" for k in names])
+    a.invert_yaxis()
+    a.set_xlabel("accuracy (%) with 95% CI")
+    a.set_title(f"{r['n']} held-out problems")
+    rankers = (r["siblings"].get("rankers") or {})
+    if rankers:
+        ks = list(rankers)
+        b.bar(ks, [rankers[k]["sibling_auroc"] or 0 for k in ks], color="#4a4")
+        b.axhline(0.5, color="gray", ls="--", lw=1)
+        b.axhline(0.85, color="#c44", ls=":", lw=1)
+        b.set_ylim(0, 1)
+        b.set_ylabel("within-problem sibling AUROC")
+        b.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
+    plt.close(fig)

@@ -1,0 +1,183 @@
+"""The step verifier: the engine's view of a step equals a from-scratch forward, the head learns
+a planted signal and ranks siblings, persistence, labels, and the search path."""
+
+import pytest
+import torch
+from scripted_engine import ARITH, ScriptedEngine
+from test_engine import grow
+from test_generate import lively_policy
+
+import search
+from search.interfaces import StepView
+from verifier import load_verifier
+from verifier.baselines import CheckerOracle, LogprobRanker, RandomRanker
+from verifier.step_data import StepData, step_label
+from verifier.step_head import StepVerifier, collate_steps
+from verifier.step_train import calibrate_steps, fit_step_verifier, score_data, sibling_auroc
+
+
+@pytest.mark.parametrize("bias", [0.0, 2.5])
+def test_step_view_equals_from_scratch_forward(bias):
+    """Every alive step token's hidden state and log-prob equal a clean forward over the alive
+    path (the layout equivalence); the first token after a ⟨b⟩-run is drawn from the run's last
+    state, so only its log-prob may differ."""
+    p = lively_policy(seed=1)
+    nodes, _ = grow(p.engine(backtrack_bias=bias), depth=3, k=2)
+    checked = 0
+    for smp in nodes.values():
+        if smp.rejected or not smp.ids:
+            continue
+        parent = smp.state.parent if smp.state is not None else None
+        if parent is None:
+            continue
+        prefix = parent.path_tokens()
+        full = prefix + list(smp.ids)
+        out = p.model(input_ids=torch.tensor([full]), output_hidden_states=True)
+        T = len(smp.ids)
+        assert smp.step_hidden.shape == (T, p.hidden_size)
+        torch.testing.assert_close(smp.step_hidden, out.hidden_states[-1][0, -T:], atol=1e-4, rtol=1e-4)
+        logp = out.logits[0].float().log_softmax(-1)
+        clean = torch.stack([logp[len(prefix) - 1 + i, t] for i, t in enumerate(smp.ids)])
+        if not smp.backtracks:  # with a run, the token after it was drawn from the run's last state
+            torch.testing.assert_close(smp.step_logprobs, clean, atol=1e-4, rtol=1e-4)
+        assert (smp.step_entropies >= -1e-6).all()
+        checked += 1
+    assert checked >= 4
+    if bias:
+        assert any(s.backtracks for s in nodes.values())
+
+
+def _planted(n_groups=120, k=4, T=6, H=16, seed=0) -> StepData:
+    """Sibling groups whose wrong steps carry a mark at one position of the hidden states."""
+    g = torch.Generator().manual_seed(seed)
+    d = StepData()
+    for gid in range(n_groups):
+        for j in range(k):
+            wrong = int((gid + j) % 3 == 0)
+            h = torch.randn(T, H, generator=g)
+            pos = int(torch.randint(0, T, (1,), generator=g))
+            h[pos, 0] += 6.0 * wrong  # the error sits at a different position in every step
+            d.views.append(StepView(h, -torch.rand(T, generator=g), torch.rand(T, generator=g), 1 + j % 3))
+            d.labels.append(wrong)
+            d.kinds.append("result" if wrong else "ok")
+            d.groups.append(gid)
+            d.problem_ids.append(f"p{gid}")
+            d.logprobs.append(-1.0)
+            d.path_logprobs.append(-1.0)
+            d.p_policy.append(0.0)
+            d.texts.append("x")
+    return d
+
+
+def test_fit_learns_a_planted_signal_and_ranks_siblings():
+    train, test = _planted(seed=0), _planted(n_groups=40, seed=1)
+    head, hist = fit_step_verifier(train, test, hidden_size=16, width=32, layers=1, epochs=12, batch_size=64,
+                                   lr=3e-3, dropout=0.0, progress=False)
+    s = score_data(head, test)
+    assert sibling_auroc(s, test.labels, test.groups)["auroc"] > 0.9
+    rnd = RandomRanker(0).score_steps(test.views).tolist()
+    assert sibling_auroc(rnd, test.labels, test.groups)["auroc"] < 0.75
+    assert hist and "val_sibling_auroc" in hist[-1]
+
+
+def test_one_step_changes_every_parameter_group():
+    d = _planted(n_groups=8)
+    head = StepVerifier(16, width=32, layers=1, dropout=0.0)
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    from verifier.step_train import batch_of
+
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        head(batch_of(d, range(len(d)), head.max_tokens)), torch.tensor(d.labels, dtype=torch.float32))
+    loss.backward()
+    torch.optim.SGD(head.parameters(), lr=0.1).step()
+    changed = [k for k, v in head.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoder") for k in changed) and any(k.startswith("in_proj") for k in changed)
+
+
+def test_sibling_auroc_by_hand():
+    # group 0: wrong scores 0.9 vs right 0.1 and 0.95 -> 1 of 2 pairs; group 1: one class only
+    r = sibling_auroc([0.9, 0.1, 0.95, 0.3, 0.4], [1, 0, 0, 0, 0], [0, 0, 0, 1, 1])
+    assert r == {"auroc": 0.5, "pairs": 2, "groups": 1}
+    assert sibling_auroc([0.5, 0.5], [1, 0], [0, 0])["auroc"] == 0.5  # ties count half
+    assert sibling_auroc([0.1], [1], [0])["auroc"] is None
+
+
+def test_save_load_round_trip_and_calibration(tmp_path):
+    d = _planted(n_groups=20)
+    head = StepVerifier(16, width=32, layers=1, tokenizer_fingerprint="abc")
+    calibrate_steps(head, d)
+    head.save(tmp_path / "v")
+    back = load_verifier(tmp_path / "v")
+    assert isinstance(back, StepVerifier)
+    torch.testing.assert_close(back.score_steps(d.views), head.score_steps(d.views))
+    assert float(back.logit_scale) == float(head.logit_scale)
+
+
+def test_wrong_width_and_empty_input_are_refused():
+    head = StepVerifier(16, width=32, layers=1)
+    with pytest.raises(ValueError, match="hidden size 16"):
+        head.score_steps([StepView(torch.zeros(3, 8), torch.zeros(3), torch.zeros(3), 1)])
+    with pytest.raises(ValueError, match="no steps"):
+        collate_steps([], [], [], [], max_tokens=4)
+    with pytest.raises(TypeError, match="score_steps"):
+        head.score(torch.zeros(1, 16))
+    with pytest.raises(ValueError, match="multiple"):
+        StepVerifier(16, width=30, heads=4)
+
+
+def test_long_steps_keep_their_last_tokens():
+    b = collate_steps([torch.arange(10.0).view(10, 1)], [torch.zeros(10)], [torch.zeros(10)], [1], max_tokens=4)
+    assert b.hidden[0, :, 0].tolist() == [6.0, 7.0, 8.0, 9.0] and b.mask.all()
+
+
+@pytest.mark.parametrize("question, prefix, step, stop, want", [
+    ("Ann has 3 bags of 4 pens.", "", "She has 3*4=<<3*4=12>>12 pens.\n", "newline", (0, "ok")),
+    ("Ann has 3 bags of 4 pens.", "", "She has 3*4=<<3*4=13>>13 pens.\n", "newline", (1, "result")),
+    ("Ann has 3 bags of 4 pens.", "", "She has 3*9=<<3*9=27>>27 pens.\n", "newline", (1, "operand")),
+    ("Ann has 3 bags of 4 pens.", "She has <<3*4=12>>12 pens.\n", "#### 12\n", "answer", (0, "ok")),
+    ("Ann has 3 bags of 4 pens.", "She has <<3*4=12>>12 pens.\n", "#### 13\n", "answer", (1, "answer")),
+    ("Ann has 3 bags of 4 pens.", "", "She has <<3*4=12\n", "newline", (1, "malformed")),
+    ("Ann has 3 bags.", "", "She has 3 and 3 and 3 and 3", "max_step_tokens", (1, "runaway")),
+])
+def test_step_labels(question, prefix, step, stop, want):
+    assert step_label(question, prefix, step, stop) == want
+
+
+def test_search_feeds_step_views_to_a_step_verifier():
+    """A step verifier gets one view per non-rejected child; the oracle needs no tensors beyond it."""
+    seen = []
+
+    class Spy:
+        hidden_size = 4
+
+        def score_steps(self, views):
+            seen.extend(views)
+            return torch.tensor([0.2] * len(views))
+
+    class ViewEngine(ScriptedEngine):
+        def _sample(self, state, seed, temperature):
+            s = super()._sample(state, seed, temperature)
+            if s.rejected:
+                return s
+            import dataclasses
+
+            T = max(1, len(s.ids))
+            return dataclasses.replace(s, step_hidden=torch.zeros(T, 4), step_logprobs=torch.zeros(T),
+                                       step_entropies=torch.zeros(T))
+
+    sol = search.solve("What is x?", strategy="beam", policy=ViewEngine(ARITH), verifier=Spy(), threshold=1.0,
+                       seed=3, width=2, samples=2)
+    scored = [n for n in sol.tree.nodes[1:] if n.status != "rejected"]
+    assert len(seen) == len(scored) and all(n.p_backtrack == pytest.approx(0.2) for n in scored)
+    assert {v.depth for v in seen} >= {1, 2}
+    assert all(v.prompt for v in seen) and any(v.prefix for v in seen)
+
+
+def test_baseline_rankers():
+    v_ok = StepView(torch.zeros(1, 4), torch.tensor([-0.1]), torch.zeros(1), 1, "x <<2*3=6>>6\n", "", "2 and 3")
+    v_bad = StepView(torch.zeros(1, 4), torch.tensor([-2.0]), torch.zeros(1), 1, "x <<2*3=7>>7\n", "", "2 and 3")
+    assert CheckerOracle().score_steps([v_ok, v_bad]).tolist() == [0.0, 1.0]
+    lp = LogprobRanker().score_steps([v_ok, v_bad])
+    assert lp[1] > lp[0]
+    r1, r2 = RandomRanker(0).score_steps([v_ok, v_bad]), RandomRanker(0).score_steps([v_ok, v_bad])
+    assert torch.equal(r1, r2) and not torch.equal(r1, RandomRanker(1).score_steps([v_ok, v_bad]))
