@@ -27,7 +27,7 @@ import search
 from experiments.inputs import check_config, config_hash, load_problems
 from experiments.studies.ablation_report import write_report
 from experiments.studies.evaluate import evaluate
-from policy import load_policy
+from experiments.wiring import load
 from policy.atomic import atomic_write_json
 from policy.data import generate_problems
 from policy.dpo import train_dpo
@@ -35,7 +35,6 @@ from policy.sft import last_complete_checkpoint, train_sft
 from policy.train_config import TrainConfig
 from search.config import SearchConfig, parse_knobs
 from search.knobs import knob, knob_of
-from verifier import load_verifier
 from verifier.config import VerifierTrainConfig
 from verifier.train import train_verifier
 
@@ -182,8 +181,7 @@ def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:
 
 def load_stage(run: Path) -> tuple[Any, Any]:
     """(policy, verifier) of a finished sub-run."""
-    policy = load_policy(run / "policy_run" / "policy")
-    return policy, load_verifier(run / "verifier_run", policy)
+    return load(run / "policy_run", verifier=run / "verifier_run")
 
 
 def _knobs(cfg: AblationConfig, budgets: dict, method: str) -> dict:
