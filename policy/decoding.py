@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
@@ -32,8 +32,6 @@ class RowState:
     floor: int
     run: int = 0  # ⟨b⟩ in the run in progress (still in the cache: deletion is deferred)
     n_backtracks: int = 0  # ⟨b⟩ emitted in the whole sequence
-    surplus: int = 0  # ⟨b⟩ that had nothing left to delete (counted no-ops)
-    events: list[tuple[int, int, int]] = field(default_factory=list)  # (raw index, length, deleted)
 
 
 def _takes_logits_to_keep(model: torch.nn.Module) -> bool:
@@ -90,7 +88,6 @@ class RewindBatch:
         self.cache: DynamicCache | None = None
         self.pad = torch.zeros(0, dtype=torch.long)  # [B] masked leading slots per row
         self.rows: list[RowState] = []
-        self.tokens_run = 0  # tokens fed through the model
 
     # ---- construction ---------------------------------------------------------------------
     @property
@@ -111,7 +108,6 @@ class RewindBatch:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              cache=self.cache, use_cache=True, output_hidden_states=captured is None, **keep)
         self.cache = out.cache
-        self.tokens_run += int(attention_mask[:, -input_ids.shape[1]:].sum())
         last = captured[0] if captured else out.hidden_states[-1]  # (B, T, H)
         return out.logits[:, -1].float(), last[:, -1].float()
 
@@ -163,7 +159,7 @@ class RewindBatch:
         self.rows = [RowState(cached=list(t), floor=f) for t, f in zip(tokens, floors)]
 
     # ---- the rewind rule ------------------------------------------------------------------
-    def _close_run(self, r: int, raw_index: int) -> None:
+    def _close_run(self, r: int) -> None:
         """Remove row r's finished run and the tokens it deletes from the cache."""
         row = self.rows[r]
         k = row.run
@@ -171,8 +167,6 @@ class RewindBatch:
         deleted = max(0, min(k, deletable))
         n = k + deleted
         del row.cached[-n:]
-        row.surplus += k - deleted
-        row.events.append((raw_index - k, k, deleted))
         row.run = 0
         for layer in self.cache.layers:
             layer.keys[r] = layer.keys[r].roll(n, dims=-2)  # the removed slots wrap to the front...
@@ -191,14 +185,13 @@ class RewindBatch:
         return self.rewind and self.rows[r].run > 0 and token != self.backtrack_id
 
     @torch.no_grad()
-    def feed(self, tokens: torch.Tensor, raw_index: Sequence[int]):
-        """Feed one token per row (``tokens [B]``); ``raw_index[r]`` is that token's index in row r's
-        generated sequence (for the event log). Returns (logits ``[B, V]``, hidden ``[B, H]``)."""
+    def feed(self, tokens: torch.Tensor):
+        """Feed one token per row (``tokens [B]``). Returns (logits ``[B, V]``, hidden ``[B, H]``)."""
         toks = tokens.tolist()
         closed = False
         for r, t in enumerate(toks):
             if self.would_close(r, t):
-                self._close_run(r, raw_index[r])
+                self._close_run(r)
                 closed = True
         if closed:
             self._crop_common_padding()
@@ -214,17 +207,6 @@ class RewindBatch:
         mask = (slots[None, :] >= self.pad[:, None]).long()
         pos = (T - self.pad)[:, None]
         return self._forward(tokens.view(-1, 1).to(dev), mask.to(dev), pos.to(dev))
-
-    def finish_runs(self, raw_index: Sequence[int]) -> None:
-        """Apply pending deletions of every row (at the end of decoding) to the bookkeeping only."""
-        for r, row in enumerate(self.rows):
-            if row.run:
-                k = row.run
-                deleted = max(0, min(k, len(row.cached) - k - row.floor))
-                del row.cached[-(k + deleted):]
-                row.surplus += k - deleted
-                row.events.append((raw_index[r] - k, k, deleted))
-                row.run = 0
 
     # ---- batch surgery --------------------------------------------------------------------
     def select(self, keep: Sequence[int]) -> None:
@@ -256,9 +238,3 @@ class RewindBatch:
         if n == 0:
             return tuple((layer.keys[r, :, :0].clone(), layer.values[r, :, :0].clone()) for layer in self.cache.layers)
         return tuple((layer.keys[r, :, -n:].clone(), layer.values[r, :, -n:].clone()) for layer in self.cache.layers)
-
-    def kv_bytes(self) -> int:
-        if self.cache is None:
-            return 0
-        return sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
-                   for layer in self.cache.layers)

@@ -242,7 +242,7 @@ class _StepDecoder:
                     gens = [gens[b] for b in keep]
             toks = torch.tensor([raw[r][-1] for r in live])
             closing = [batch.rows[b].run if raw[r][-1] != bid else 0 for b, r in enumerate(live)]
-            logits, hidden = batch.feed(toks, [len(raw[r]) - 1 for r in live])
+            logits, hidden = batch.feed(toks)
             done = []
             for b, r in enumerate(live):
                 self.fed_per_row[r] += 1

@@ -241,7 +241,7 @@ def _decode_batch(policy, prompts, indices, seeds, *, rewind, max_new_tokens, sa
             tracks = [tracks[r] for r in rows]
             if gens is not None:
                 gens = [gens[r] for r in rows]
-        logits, hidden = batch.feed(chosen, [len(t.raw) - 1 for t in tracks])
+        logits, hidden = batch.feed(chosen)
         if return_hidden:
             for r, t in enumerate(tracks):
                 t.hidden.append(hidden[r].cpu())

@@ -4,9 +4,14 @@ Definitions (DESIGN §5):
 
 - ``tokens_generated``: raw tokens sampled (⟨b⟩ and rejected steps included).
 - ``tokens_run``: tokens fed through the model (prompt prefill + every expansion, with the
-  prefix re-encoding of ``share_kv=False`` included). With sharing it equals ``tokens_in_tree``.
+  prefix re-encoding of ``share_kv=False`` included). With sharing, every token of the tree is fed
+  exactly once *except the last token of a step that ends on EOS, a rejection or the context
+  limit*: it is chosen but never fed (nothing follows it). So ``tokens_run`` equals the fed tokens
+  of the tree and is a little below ``tokens_in_tree`` (measured 0.966-0.999 on the demo policy;
+  ``experiments.bench.tree_search.fed_tokens`` counts the fed ones, row 2c/2d of ``rewind bench``).
 - ``tokens_in_tree``: raw tokens stored in the tree, prompt included.
-- ``tokens_saved``: prefix tokens that KV sharing did not recompute.
+- ``tokens_saved``: prefix tokens that KV sharing did not recompute: each expansion request's path
+  once (the children of one request share a single encoding of it), as ``RewindEngine`` counts.
 - ``peak_kv_bytes``: a node's KV segment is live while its handle is not released or a
   descendant's is; the sum of live segments, taken after every expansion round (before that
   round's releases), maximised over the run.

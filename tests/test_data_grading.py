@@ -92,7 +92,10 @@ def test_check_steps_refuses_non_text():
 @given(st.text(alphabet=st.sampled_from(list("<>=0123456789+-*/.()x #\n,é")), max_size=80))
 def test_check_steps_never_crashes_on_garbage(text):
     check = check_steps(text)
-    assert check.n_annotations >= 0
+    opened = text.count("<<")  # every annotation, and every malformed one, starts at a "<<"
+    assert check.n_annotations <= opened and len(check.errors) <= opened
+    spans = [e.char_span for e in check.errors]
+    assert spans == sorted(spans) and all(text[a:b].startswith("<<") for a, b in spans)
     extract_answer(text)
 
 

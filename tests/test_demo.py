@@ -1,6 +1,7 @@
 """``rewind demo --quick`` end to end: every stage, every artifact, reuse, refusal, default run."""
 
 import json
+import re
 
 import pytest
 
@@ -29,7 +30,13 @@ def test_demo_quick_end_to_end(home, capsys):
     assert (run / "plots" / "accuracy_by_method.png").stat().st_size > 1000
     assert (run / "sweep" / "accuracy_vs_threshold.png").exists()
     htmls = list((run / "trees").glob("*.html"))
-    assert len(htmls) == 4 and all("<svg" in h.read_text() or "svg" in h.read_text() for h in htmls)
+    assert len(htmls) == 4
+    for h in htmls:  # each page embeds its whole tree (the viewer draws it from this data)
+        data = re.search(r'<script type="application/json" id="tree-data">(.*?)</script>', h.read_text(), re.S)
+        tree = json.loads(h.with_suffix(".json").read_text())
+        shown = json.loads(data.group(1))["tree"]["nodes"] if data else []
+        assert [(n["parent"], n["text"]) for n in shown] == [(n["parent"], n["text"]) for n in tree["nodes"]]
+        assert len(tree["nodes"]) > 1
     summary = (run / "summary.md").read_text()
     assert "| greedy decoding (rewind) |" in summary and "AUROC head" in summary and "threshold" in summary.lower()
     # the run became the default: search.solve with no policy loads it

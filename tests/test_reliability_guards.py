@@ -75,8 +75,13 @@ def test_budget_hit_by_one_problem_spares_the_batch(policy):
                                    **KW)
     limited = search.solve_many([Q, Q + " And 4 more?"], strategy="beam", policy=policy, width=2, samples=2,
                                 max_kv_bytes=big.stats["peak_kv_bytes"] - 1, **KW)
-    # the budget is per problem: each problem ran as far as its own KV allowed
-    assert all(s.stats["peak_kv_bytes"] <= big.stats["peak_kv_bytes"] for s in limited)
+    assert small.stats["peak_kv_bytes"] < big.stats["peak_kv_bytes"]  # else the budget below spares both
+    # the budget is per problem: the small one runs as it did without it, the big one no further
+    lim_small, lim_big = limited
+    assert lim_big.stats["peak_kv_bytes"] <= big.stats["peak_kv_bytes"]
+    assert lim_big.stats["reason"] in ("max_kv_bytes", big.stats["reason"])
+    assert (lim_small.answer, lim_small.stats["reason"], lim_small.tree.chosen) == \
+        (small.answer, small.stats["reason"], small.tree.chosen)
 
 
 # ---- the engine's KV memory guard ----------------------------------------------------------------

@@ -82,8 +82,8 @@ def rewind_cost(setup: Setup, *, batch: int, reps: int, run: int = 2, fed: int =
     prompts = [policy.tokenizer.encode(p, add_special_tokens=False) for p in setup.prompts(batch)]
     rb.prefill(prompts)
     tok = policy.tokenizer.encode("1", add_special_tokens=False)[0]
-    for i in range(fed):
-        rb.feed(torch.full((batch,), tok, dtype=torch.long), [i] * batch)
+    for _ in range(fed):
+        rb.feed(torch.full((batch,), tok, dtype=torch.long))
     pad0 = rb.pad.clone()
     row = rb.rows[0]
     cached0 = list(row.cached)
@@ -93,7 +93,7 @@ def rewind_cost(setup: Setup, *, batch: int, reps: int, run: int = 2, fed: int =
         row.run = run
         rb.pad = pad0.clone()
         t0 = time.perf_counter()
-        rb._close_run(0, fed)
+        rb._close_run(0)
         rb._crop_common_padding()
         if setup.device.type == "cuda":
             torch.cuda.synchronize()

@@ -32,7 +32,10 @@ class UserError(Exception):
     """An error in what the user asked for: printed as one line, no traceback."""
 
 
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+# What code raises on purpose for bad input (DESIGN: bad input gets a clear ValueError / a missing
+# file a FileNotFoundError). Anything else — a KeyError, an AttributeError — is a bug: it keeps its
+# traceback.
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
