@@ -18,7 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from policy import data
 from policy.collator import IGNORE_INDEX, Collator
+from policy.lora import apply_lora
 from policy.model import Policy, load_policy
 from policy.sft import (
     _DTYPES,
@@ -192,8 +194,6 @@ def fit_dpo(policy: Policy, train_pairs, eval_pairs, config: TrainConfig,
                            attn_form="bool" if sdpa else "float", max_length=context)
     reference = copy.deepcopy(policy.model) if reference is None else reference
     if config.lora_r and not policy.is_adapter:
-        from policy.lora import apply_lora
-
         policy = apply_lora(policy, r=config.lora_r, alpha=config.lora_alpha, targets=config.lora_targets,
                             dropout=config.lora_dropout)
     return fit(policy, train_pairs, eval_pairs, config, collator=collator, trainer_cls=DPOTrainer,
@@ -205,7 +205,6 @@ def train_dpo(config: TrainConfig) -> Path:
     """``rewind train-policy --mode dpo --init RUN``: pairs from the task's problems, then ``fit_dpo``."""
     if config.mode != "dpo":
         raise ValueError(f"train_dpo runs mode 'dpo', got {config.mode!r}")
-    from policy import data
 
     config = resolve_counts(config, dataset_size(config))  # counts that cannot hold fail before any work
     policy = init_policy(config)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from policy.data.grading import extract_answer
 from policy.decoding import KVSegment, RewindBatch
 from policy.generate import newline_token_ids
 from policy.sampling import SamplingConfig, choose_tokens, row_generators
@@ -327,8 +328,6 @@ class _StepDecoder:
             eng._hold(state)
         answer = None
         if finished:
-            from policy.data.grading import extract_answer
-
             full = parent.path_tokens()[parent.prompt_len:] + ids
             answer = extract_answer(tok.decode(full, skip_special_tokens=True))
         p_b = float(logits.float().softmax(-1)[bid])

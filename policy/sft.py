@@ -22,9 +22,14 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
+from policy import data
 from policy.atomic import atomic_write_json, atomic_write_text
 from policy.collator import Collator, required_columns
+from policy.generate import generate
+from policy.locate import locate
+from policy.lora import apply_lora
 from policy.model import Policy, load_policy, tiny_policy
+from policy.prompt_spec import prompt_format_from_spec
 from policy.train_config import TrainConfig, default_lr, resolve_counts
 
 __all__ = ["COMPLETE_MARKER", "CheckpointTrainer", "check_dataset", "check_lengths", "dataset_size", "fit",
@@ -64,8 +69,6 @@ class CheckpointTrainer(Trainer):
 def resolve_policy_dir(run: str | Path) -> Path:
     """The policy folder (or LoRA adapter folder) of a run folder, a training run or a policy folder;
     refuse anything else clearly (``policy.locate``)."""
-    from policy.locate import locate
-
     run = Path(run).expanduser()
     if not run.exists():
         raise FileNotFoundError(f"{run} does not exist (expected a training run folder or a policy folder)")
@@ -96,14 +99,10 @@ def start_policy(config: TrainConfig) -> Policy:
     else:
         policy = load_policy(config.model, attn_implementation=attn, dtype=dtype)
     if config.prompt_format is not None:
-        from policy.prompt_spec import prompt_format_from_spec
-
         fmt = prompt_format_from_spec(config.prompt_format, task=config.task)
         fmt.encode("?", policy.tokenizer)  # a chat format on a model without a template fails here
         policy = dataclasses.replace(policy, prompt_format=fmt)
     if config.lora_r:
-        from policy.lora import apply_lora
-
         policy = apply_lora(policy, r=config.lora_r, alpha=config.lora_alpha, targets=config.lora_targets,
                             dropout=config.lora_dropout)
     policy.model.train()
@@ -114,7 +113,6 @@ def dataset_size(config: TrainConfig) -> int | None:
     """Problems the task's training pool holds (None: the generator is unbounded)."""
     if config.task == "builtin":
         return None
-    from policy import data
 
     return len(data.load_gsm8k("train"))
 
@@ -127,8 +125,6 @@ def resolve_config(config: TrainConfig, policy: Policy) -> TrainConfig:
 def check_lengths(config: TrainConfig, policy: Policy, problems: list, *, name: str = "training") -> None:
     """Refuse, before building the dataset, problems whose clean prompt + solution is already longer
     than the context (injected errors only make sequences longer)."""
-    from policy import data
-
     context = _context(policy, config)
     longest, worst = max((sum(len(x) for x in data.encode_problem(p, policy.tokenizer)), p.id) for p in problems)
     if longest > context:
@@ -243,8 +239,6 @@ def fit(policy: Policy, train_dataset, eval_dataset, config: TrainConfig, *, col
 
 
 def _problems(config: TrainConfig, n: int, split: str) -> list:
-    from policy import data
-
     if config.task == "builtin":
         return list(data.generate_problems(n, seed=config.seed, split=split))
     problems = list(data.load_gsm8k("train"))
@@ -256,8 +250,6 @@ def _problems(config: TrainConfig, n: int, split: str) -> list:
 def build_sft_datasets(config: TrainConfig, policy: Policy):
     """(train, eval) ``datasets.Dataset`` of segmented examples; deterministic in ``config.seed``
     so every DDP rank builds the same data."""
-    from policy import data
-
     if config.num_problems is None:
         config = resolve_counts(config, dataset_size(config))
     train_problems = _problems(config, config.num_problems, "train")
@@ -275,9 +267,6 @@ def harvest_datasets(config: TrainConfig, policy: Policy):
     injected examples. Returns ``(train, eval, stats)``. Sampling is seeded, so every DDP rank
     harvests the same examples."""
     from datasets import Dataset, concatenate_datasets
-
-    from policy import data
-    from policy.generate import generate
 
     problems = _problems(config, config.harvest_problems, "train")
     prompts = [data.encode_problem(p, policy.tokenizer)[0] for p in problems]

@@ -153,7 +153,7 @@ def test_no_library_module_imports_a_command():
     assert not bad, f"only experiments.commands may import a command module: {bad}"
 
 
-@pytest.mark.parametrize("pkg", ["search", "experiments"])
+@pytest.mark.parametrize("pkg", PACKAGES)
 def test_imports_at_the_top(pkg):
     """Our own modules are imported at module top; only heavy or optional third-party modules may wait."""
     bad = [f"{MODULES[m].relative_to(ROOT)}:{line} {name}" for m, line, name, in_fn in RAW
