@@ -299,8 +299,8 @@ def _load_adapter(loc: Located, kwargs: dict, hub_kwargs: dict, *, device, merge
     except Exception as e:
         raise ValueError(f"could not load the base {loc.base.source} of the adapter in {folder}: "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-    if len(tokenizer) != model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    tokenizer.split_special_tokens = False  # ⟨b⟩'s single-token check parses it as a special token
+    add_backtrack_token(model, tokenizer)  # the base's ⟨b⟩ row as training began: the mean row
     model = PeftModel.from_pretrained(model, str(folder))
     if merge:
         model = model.merge_and_unload()
