@@ -31,6 +31,8 @@ class VerifierTrainConfig:
     step_width: int = _f(96, "step: model width of the step verifier (>= 1, a multiple of 4)")
     step_layers: int = _f(2, "step: transformer layers of the step verifier (>= 1)")
     step_lr: float = _f(1e-3, "step: peak AdamW learning rate (> 0)")
+    twins: int = _f(1, "step: 1 adds to each one-annotation training step its twin with the result changed "
+                    "(right <-> wrong; one frozen-policy forward each), 0 none")
     pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")
     labels: Literal["injected", "rollouts", "mc", "mix"] = _f(
         "injected", "label source: injected errors, the checker on the policy's own samples, MC completions, or all")
@@ -62,6 +64,8 @@ class VerifierTrainConfig:
             raise ValueError("policy is required: a train-policy run folder, a policy folder, or 'tiny'")
         if self.kind not in ("step", "token"):
             raise ValueError(f"kind must be 'step' or 'token', got {self.kind!r}")
+        if self.twins not in (0, 1):
+            raise ValueError(f"twins must be 0 or 1, got {self.twins!r}")
         for name in ("beam_width", "beam_samples", "step_layers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")

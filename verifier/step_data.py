@@ -18,6 +18,7 @@ Children of one expansion form a *sibling group*: the verifier's job in search i
 from __future__ import annotations
 
 import os
+import random
 import re
 import tempfile
 from collections.abc import Sequence
@@ -28,13 +29,13 @@ import torch
 from tqdm.auto import tqdm
 
 from policy.atomic import public_mode
-from policy.data.grading import answers_match, check_steps, extract_answer, parse_annotations
+from policy.data.grading import answers_match, check_steps, evaluate, extract_answer, parse_annotations
 from policy.data.problems import Problem
 from policy.model import Policy
 from search import solve_many
 from search.interfaces import ExpandResult, StepRequest, StepView
 
-__all__ = ["RecordingEngine", "StepData", "collect_steps", "step_label"]
+__all__ = ["RecordingEngine", "StepData", "add_counterfactuals", "collect_steps", "step_label"]
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # constants a correct solution may introduce without having read them (unit conversions, halves, percent)
@@ -81,6 +82,7 @@ class StepData:
     path_logprobs: list[float] = field(default_factory=list)  # log-prob of the path up to and with the step
     p_policy: list[float] = field(default_factory=list)  # the policy's P(⟨b⟩) after the step
     texts: list[str] = field(default_factory=list)
+    prefix_ids: list[tuple[int, ...]] = field(default_factory=list)  # prompt + alive path before the step
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -180,6 +182,7 @@ class RecordingEngine:
                 d.path_logprobs.append(base_lp + float(s.logprob))
                 d.p_policy.append(float(s.p_backtrack_policy))
                 d.texts.append(s.text)
+                d.prefix_ids.append(tuple(req.state.path_tokens()))
                 if s.state is not None:
                     self._path_lp[id(s.state)] = base_lp + float(s.logprob)
             self._group += 1
@@ -204,3 +207,82 @@ def collect_steps(policy: Policy, problems: Sequence[Problem], *, width: int = 4
         bar.update(len(chunk))
     bar.close()
     return engine.data
+
+
+def _counterfactual_text(text: str, label: int, kind: str, rng: random.Random) -> str | None:
+    """The step with its one annotation's result changed: to the right value when it is wrong
+    (``result``), to a plausible wrong value when it is right; None when there is nothing to change."""
+    anns = parse_annotations(text)
+    if len(anns) != 1 or kind not in ("ok", "result"):
+        return None
+    a = anns[0]
+    try:
+        value = evaluate(a.expr)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if value.denominator != 1 or value < 0:
+        return None
+    right = int(value)
+    if label == 1:
+        new = right
+    else:
+        options = [right + d for d in (-10, -2, -1, 1, 2, 10) if right + d >= 0]
+        digits = str(right)
+        if len(digits) == 2 and digits[0] != digits[1]:
+            options.append(int(digits[::-1]))
+        new = rng.choice(options)
+    old = a.result.strip()
+    if not old or str(new) == old:
+        return None
+    head, tail = text[: a.result_span[0]], text[a.result_span[1]:]
+    if tail.startswith(">>" + old):  # GSM8K form repeats the result after the annotation
+        tail = ">>" + str(new) + tail[2 + len(old):]
+    return head + str(new) + tail
+
+
+@torch.no_grad()
+def add_counterfactuals(policy: Policy, data: StepData, *, seed: int = 0, batch_size: int = 32,
+                        progress: bool = True) -> StepData:
+    """``data`` plus, for every one-annotation step, its twin with the result changed (right ↔ wrong),
+    as a sibling in the same group. The twin's view comes from one causal forward of the frozen
+    policy over prefix + twin step: the hidden states decoding would have computed had it written
+    that step, its log-probs and entropies (training only; search never runs this)."""
+    rng = random.Random(f"counterfactuals:{seed}")
+    tok = policy.tokenizer
+    twins = []
+    for i, (text, y, kind) in enumerate(zip(data.texts, data.labels, data.kinds)):
+        new = _counterfactual_text(text, y, kind, rng) if i < len(data.prefix_ids) else None
+        if new is not None:
+            twins.append((i, new, tok.encode(new, add_special_tokens=False, split_special_tokens=True)))
+    out = data.subset(range(len(data)))
+    model = policy.model
+    pad = int(tok.pad_token_id)
+    for start in tqdm(range(0, len(twins), batch_size), desc="counterfactual twins", disable=not progress):
+        chunk = twins[start:start + batch_size]
+        seqs = [list(data.prefix_ids[i]) + list(ids) for i, _, ids in chunk]
+        L = max(map(len, seqs))
+        input_ids = torch.full((len(seqs), L), pad, dtype=torch.long)
+        mask = torch.zeros(len(seqs), L, dtype=torch.long)
+        for b, sq in enumerate(seqs):  # right padding: a causal forward never lets real tokens see it
+            input_ids[b, : len(sq)] = torch.tensor(sq)
+            mask[b, : len(sq)] = 1
+        res = model(input_ids=input_ids.to(policy.device), attention_mask=mask.to(policy.device),
+                    output_hidden_states=True)
+        hidden, logits = res.hidden_states[-1].float().cpu(), res.logits.float().cpu()
+        for b, (i, text, ids) in enumerate(chunk):
+            n, T = len(seqs[b]), len(ids)
+            logp = logits[b, n - T - 1 : n - 1].log_softmax(-1)  # (T, V): the distributions the step drew from
+            lp = logp.gather(-1, torch.tensor(ids).view(-1, 1)).squeeze(-1)
+            ent = -(logp.exp() * logp).sum(-1)
+            v = data.views[i]
+            out.views.append(StepView(hidden[b, n - T : n].clone(), lp, ent, v.depth, text, ids=tuple(ids)))
+            out.labels.append(1 - data.labels[i])
+            out.kinds.append("twin-" + ("right" if data.labels[i] else "wrong"))
+            out.groups.append(data.groups[i])
+            out.problem_ids.append(data.problem_ids[i])
+            out.logprobs.append(float(lp.sum()))
+            out.path_logprobs.append(data.path_logprobs[i] - data.logprobs[i] + float(lp.sum()))
+            out.p_policy.append(data.p_policy[i])
+            out.texts.append(text)
+            out.prefix_ids.append(data.prefix_ids[i])
+    return out

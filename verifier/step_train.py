@@ -27,7 +27,7 @@ from policy.atomic import atomic_write_json
 from verifier.head import tokenizer_fingerprint
 from verifier.metrics import auroc
 from verifier.splits import split_problems, verifier_problems
-from verifier.step_data import StepData, collect_steps
+from verifier.step_data import StepData, add_counterfactuals, collect_steps
 from verifier.step_head import StepBatch, StepVerifier, collate_steps
 
 __all__ = ["batch_of", "calibrate_steps", "evaluate_steps", "fit_step_verifier", "score_data", "sibling_auroc",
@@ -247,6 +247,9 @@ def train_step_verifier(config, policy, *, progress: bool = True):
         data.save(out / "steps.pt", key=key)
     split = split_problems(data.problem_ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
     parts = {name: data.of_problems(ids) for name, ids in split.items()}
+    if config.twins:  # training problems only: validation and test stay the policy's own steps
+        with torch.no_grad():
+            parts["train"] = add_counterfactuals(policy, parts["train"], seed=config.seed, progress=progress)
     head, history = fit_step_verifier(
         parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
         layers=config.step_layers, lr=config.step_lr, dropout=config.dropout or 0.1, weight_decay=config.weight_decay,
