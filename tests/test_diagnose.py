@@ -1,0 +1,65 @@
+"""``rewind diagnose``: its pure pieces (pass@k, error taxonomy, twins) and its bad inputs."""
+
+import random
+
+import pytest
+
+from experiments.commands.cli import main
+from experiments.studies.diagnose import DiagnoseConfig, error_taxonomy, pass_at_k
+from policy.model import tiny_policy
+from verifier.step_data import _counterfactual_text
+
+
+def test_pass_at_k_matches_the_closed_form():
+    assert pass_at_k(16, 0, 4) == 0.0
+    assert pass_at_k(16, 16, 1) == 1.0
+    assert pass_at_k(16, 4, 1) == pytest.approx(4 / 16)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - (3 * 2) / (4 * 3))  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(16, 13, 4) == 1.0  # fewer than k wrong samples
+
+
+REF = "Ann has <<3*4=12>>12 pens.\nShe gives <<12-5=7>>7.\n#### 7"
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("Ann has <<3*4=13>>13 pens.\nShe gives <<13-5=8>>8.\n#### 8", "result"),
+    ("Ann has <<3+4=7>>7 pens.\nShe gives <<7-5=2>>2.\n#### 2", "operator"),
+    ("Ann has <<3*5=15>>15 pens.\nShe gives <<15-5=10>>10.\n#### 10", "operand"),
+    ("Ann has 12 pens.\n#### 12", "format"),
+    ("Ann has <<3*4=12>>12 pens.\nShe gives <<12-5=7>>7.\n#### 8", "answer"),
+])
+def test_error_taxonomy(text, kind):
+    assert error_taxonomy(text, REF) == kind
+
+
+def test_counterfactual_twins_flip_the_result_and_nothing_else():
+    rng = random.Random(0)
+    wrong = _counterfactual_text("Ann has <<3*4=12>>12 pens.\n", 0, "ok", rng)
+    assert wrong is not None and wrong != "Ann has <<3*4=12>>12 pens.\n"
+    head, tail = wrong.split("<<3*4=")
+    c = tail.split(">>")[0]
+    assert head == "Ann has " and c != "12" and tail == f"{c}>>{c} pens.\n"
+    assert _counterfactual_text("Ann has <<3*4=13>>13 pens.\n", 1, "result", rng) == "Ann has <<3*4=12>>12 pens.\n"
+    assert _counterfactual_text("No annotation.\n", 0, "ok", rng) is None
+    assert _counterfactual_text("Ann has <<3*9=27>>27.\n", 1, "operand", rng) is None  # not a result error
+
+
+def test_config_refuses_bad_values_before_any_work():
+    for bad in ({"n": 0}, {"temperatures": "hot"}, {"temperatures": "5"}, {"thresholds": "2"}, {"aggregate": "mean"}):
+        with pytest.raises(ValueError):
+            DiagnoseConfig(run="x", **bad)
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
+    assert main(["diagnose", str(tmp_path / "nope")]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["diagnose", str(empty)]) == 2
+    no_verifier = tmp_path / "run"
+    tiny_policy().save(no_verifier / "policy")
+    assert main(["diagnose", str(no_verifier), "--n", "2"]) == 2
+    assert "no verifier" in capsys.readouterr().err
+    assert main(["diagnose", str(no_verifier), "--n", "0"]) == 2
+    assert main(["diagnose", str(no_verifier), "--temperatures", "0.4,warm"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("rewind diagnose: error:") for line in err)
