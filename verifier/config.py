@@ -31,6 +31,8 @@ class VerifierTrainConfig:
     step_width: int = _f(96, "step: model width of the step verifier (>= 1, a multiple of 4)")
     step_layers: int = _f(2, "step: transformer layers of the step verifier (>= 1)")
     step_lr: float = _f(1e-3, "step: peak AdamW learning rate (> 0)")
+    max_depth: int = _f(12, "step: most steps per labelled solution (>= 1)")
+    max_step_tokens: int = _f(96, "step: step-length cap of the labelled steps in tokens (>= 1)")
     twins: int = _f(1, "step: 1 adds to each one-annotation training step its twin with the result changed "
                     "(right <-> wrong; one frozen-policy forward each), 0 none")
     pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")
@@ -66,7 +68,7 @@ class VerifierTrainConfig:
             raise ValueError(f"kind must be 'step' or 'token', got {self.kind!r}")
         if self.twins not in (0, 1):
             raise ValueError(f"twins must be 0 or 1, got {self.twins!r}")
-        for name in ("beam_width", "beam_samples", "step_layers"):
+        for name in ("beam_width", "beam_samples", "step_layers", "max_depth", "max_step_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
         if not isinstance(self.step_width, int) or self.step_width < 4 or self.step_width % 4:

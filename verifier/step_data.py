@@ -191,7 +191,7 @@ class RecordingEngine:
 
 def collect_steps(policy: Policy, problems: Sequence[Problem], *, width: int = 4, samples: int = 4,
                   temperature: float = 0.4, seed: int = 0, batch_problems: int = 32, max_depth: int = 12,
-                  progress: bool = True) -> StepData:
+                  max_step_tokens: int = 96, progress: bool = True) -> StepData:
     """Label every child drawn by an unpruned, log-prob-ranked step beam (W×M children at the
     root, M per beam after) on ``problems``; see the module docstring for the labels."""
     if not problems:
@@ -203,7 +203,7 @@ def collect_steps(policy: Policy, problems: Sequence[Problem], *, width: int = 4
         chunk = list(problems[start:start + batch_problems])
         solve_many([p.question for p in chunk], policy=engine, verifier=None, strategy="beam", width=width,
                           samples=samples, rank="logprob", threshold=1.0, temperature=temperature,
-                          seed=seed + start, max_depth=max_depth)
+                          seed=seed + start, max_depth=max_depth, max_step_tokens=max_step_tokens)
         bar.update(len(chunk))
     bar.close()
     return engine.data

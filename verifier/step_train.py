@@ -237,13 +237,14 @@ def train_step_verifier(config, policy, *, progress: bool = True):
     emb = policy.model.get_input_embeddings().weight.detach()
     key = hashlib.sha256(json.dumps({
         "fields": [config.task, config.num_problems, config.beam_width, config.beam_samples,
-                   config.search_temperature, config.seed],
+                   config.search_temperature, config.seed, config.max_depth, config.max_step_tokens],
         "policy": [fingerprint, float(emb.double().sum()), float(emb.double().abs().sum())]}).encode()).hexdigest()
     data = StepData.load(out / "steps.pt", key=key)
     if data is None:
         with torch.no_grad():
             data = collect_steps(policy, verifier_problems(config.task, config.num_problems, config.seed), width=config.beam_width, samples=config.beam_samples,
-                                 temperature=config.search_temperature, seed=config.seed, progress=progress)
+                                 temperature=config.search_temperature, seed=config.seed, max_depth=config.max_depth,
+                                 max_step_tokens=config.max_step_tokens, progress=progress)
         data.save(out / "steps.pt", key=key)
     split = split_problems(data.problem_ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
     parts = {name: data.of_problems(ids) for name, ids in split.items()}

@@ -78,7 +78,7 @@ class DemoConfig:
         if not self.quick:
             return self
         return dataclasses.replace(self, train_problems=400, train_epochs=1.0, max_train_steps=25,
-                                   verifier_problems=24, eval_problems=6, sweep_problems=4, diagnose_problems=3,
+                                   verifier_problems=12, eval_problems=6, sweep_problems=4, diagnose_problems=3,
                                    thresholds=(0.3, 0.7, 1.0), best_of_n=2, beam_width=2, beam_samples=2,
                                    mcts_simulations=4, mcts_children=2, example_trees=1)
 

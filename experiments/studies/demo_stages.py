@@ -57,7 +57,8 @@ def train_policy(cfg: DemoConfig, run: Path) -> dict:
 def train_verifier(cfg: DemoConfig, run: Path) -> dict:
     vc = VerifierTrainConfig(out=str(run / "verifier_train"), policy=str(run / "train"), kind="step",
                              num_problems=cfg.verifier_problems, seed=cfg.seed, beam_width=cfg.beam_width,
-                             beam_samples=4 if not cfg.quick else 2, epochs=3 if cfg.quick else 30)
+                             beam_samples=4 if not cfg.quick else 2, epochs=3 if cfg.quick else 30,
+                             max_depth=4 if cfg.quick else 12, max_step_tokens=40 if cfg.quick else 96)
     fit(vc, progress=True)
     m = json.loads((run / "verifier_train" / "metrics.json").read_text())
     return {"test": m.get("test", {})}
@@ -98,7 +99,8 @@ def diagnose(cfg: DemoConfig, run: Path) -> dict:
                         samples=4 if cfg.quick else 16, temperatures="0.7" if cfg.quick else "0.4,0.7",
                         width=cfg.beam_width, beam_samples=cfg.beam_samples,
                         thresholds=",".join(f"{t:g}" for t in sorted(set(cfg.thresholds) | {1.0})),
-                        max_new_tokens=96 if cfg.quick else 320)
+                        max_new_tokens=96 if cfg.quick else 320, max_depth=4 if cfg.quick else 24,
+                        max_step_tokens=40 if cfg.quick else 96)
     r = run_diagnose(dc, log=lambda *_: None)
     return {"limits": r["limits"], "accuracy": {k: v["accuracy"] for k, v in r["methods"].items()}}
 

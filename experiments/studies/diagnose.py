@@ -48,7 +48,7 @@ class DiagnoseConfig:
     """What ``rewind diagnose`` measures."""
 
     run: str = _f(None, "a run folder with a policy and a verifier (rewind demo / train-verifier)")
-    out: str | None = _f(None, "where to write diagnose.json/.md/.png (default: RUN/diagnose)")
+    out: str | None = _f(None, "where to write diagnose.json/.md/.png (default: RUN/diagnose)", required=False)
     n: int = _f(100, "held-out problems (>= 1)")
     task: str = _f("builtin", "problems: 'builtin' (held-out test split) or 'gsm8k' (test set)")
     temperatures: str = _f("0.4,0.7", "sampling temperatures of pass@k, comma-separated, each in (0, 2]")
@@ -59,12 +59,14 @@ class DiagnoseConfig:
     aggregate: str = _f("prod", "path score of the verifier beam: last, max or prod")
     thresholds: str = _f("0.3,0.5,0.7,0.9,1", "thresholds of the prune table and the sweep, comma-separated, in [0, 1]")
     max_new_tokens: int = _f(320, "longest decoded solution (>= 1)")
+    max_depth: int = _f(24, "most steps of a searched solution (>= 1)")
+    max_step_tokens: int = _f(96, "step-length cap of search in tokens (>= 1)")
     seed: int = _f(0, "seed for problems and sampling")
 
     def __post_init__(self) -> None:
         if not self.run:
             raise ValueError("run is required: a run folder with a policy and a verifier")
-        for name in ("n", "samples", "width", "beam_samples", "max_new_tokens"):
+        for name in ("n", "samples", "width", "beam_samples", "max_new_tokens", "max_depth", "max_step_tokens"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
@@ -185,14 +187,15 @@ def _method_row(rows: list[dict]) -> dict:
 
 def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) -> dict:
     res = out / "results.jsonl"
-    beam = {"width": cfg.width, "samples": cfg.beam_samples, "temperature": cfg.search_temperature}
+    lim = {"max_depth": cfg.max_depth, "max_step_tokens": cfg.max_step_tokens}
+    beam = {"width": cfg.width, "samples": cfg.beam_samples, "temperature": cfg.search_temperature, **lim}
     wm = cfg.width * cfg.beam_samples
     H = policy.hidden_size
     plan = {
         "greedy": ("decode", None, {}),
-        "vote@8 majority": ("best_of_n", None, {"n": 8, "vote": "majority", "temperature": cfg.search_temperature}),
-        "vote@8 verifier": ("best_of_n", verifier, {"n": 8, "vote": "weighted", "temperature": cfg.search_temperature}),
-        f"vote@{wm} majority": ("best_of_n", None, {"n": wm, "vote": "majority", "temperature": cfg.search_temperature}),
+        "vote@8 majority": ("best_of_n", None, {"n": 8, "vote": "majority", "temperature": cfg.search_temperature, **lim}),
+        "vote@8 verifier": ("best_of_n", verifier, {"n": 8, "vote": "weighted", "temperature": cfg.search_temperature, **lim}),
+        f"vote@{wm} majority": ("best_of_n", None, {"n": wm, "vote": "majority", "temperature": cfg.search_temperature, **lim}),
         "beam verifier": ("beam", verifier, {**beam, "rank": "verifier", "aggregate": cfg.aggregate}),
         "beam logprob": ("beam", None, {**beam, "rank": "logprob"}),
         "beam random": ("beam", RandomRanker(cfg.seed, H), {**beam, "rank": "verifier", "aggregate": "last"}),
@@ -242,7 +245,8 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
     rows = _methods(cfg, out, policy, verifier, problems, log)
     log("[diagnose] sibling steps")
     steps = collect_steps(policy, problems, width=cfg.width, samples=cfg.beam_samples,
-                          temperature=cfg.search_temperature, seed=cfg.seed + 7, progress=False)
+                          temperature=cfg.search_temperature, seed=cfg.seed + 7, max_depth=cfg.max_depth,
+                          max_step_tokens=cfg.max_step_tokens, progress=False)
     if isinstance(verifier, StepVerifier):
         sib = evaluate_steps(verifier, steps, thresholds=cfg.threshold_list, seed=cfg.seed)
     else:
