@@ -17,7 +17,9 @@ CONFIGS = (DiagnoseConfig,)  # every flag but RUN is a field of these
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_folder", metavar="RUN", nargs="?", help="a run folder with a policy and a verifier")
+    parser.add_argument("run_folder", metavar="RUN", nargs="?",
+                        help="a run folder with a policy and a verifier (any source experiments.wiring resolves "
+                             "that brings a verifier)")
     add_config_flags(parser, DiagnoseConfig)
 
 
@@ -26,9 +28,9 @@ def run(args: argparse.Namespace) -> int:
     if not given:
         raise ValueError("give the run folder: rewind diagnose RUN")
     folder = Path(given)
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a run folder (no such folder)")
-    args.run = str(folder)
+    if args.out is None and not folder.is_dir():
+        raise ValueError(f"{given} is no run folder to write diagnose/ into: pass --out DIR")
+    args.run = str(given)  # any source experiments.wiring resolves (a run folder brings its verifier)
     config = config_from_args(args, DiagnoseConfig)
     run_diagnose(config)
     print(f"rewind diagnose: wrote {Path(config.out) if config.out else folder / 'diagnose'}")

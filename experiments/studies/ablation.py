@@ -61,7 +61,7 @@ class AblationConfig:
     out: str = knob(None, "ablation folder: runs/, budgets.json, config.json, results.jsonl, ablation.md, ablation.png")
     modes: str = knob(",".join(MODES), f"comma-separated training modes from {', '.join(MODES)}; 'clean' is the baseline")
     inference: str = knob(",".join(k for k in INFERENCE if "P(b)" not in k),
-                        f"comma-separated inference methods from {', '.join(INFERENCE)}")
+                          f"comma-separated inference methods from {', '.join(INFERENCE)}")
     signal_modes: str = knob("hard", "modes that also run beam/MCTS pruned by the policy's own P(⟨b⟩) ('' for none)")
     n: int = knob(500, "held-out built-in test problems (>= 1)")
     seeds: str = knob("0,1,2", "training seeds, comma-separated (each trains every mode anew)")

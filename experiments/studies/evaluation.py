@@ -30,7 +30,7 @@ class EvalConfig:
     """What to evaluate, on what, and where the results go."""
 
     out: str = knob(None, "results folder: config.json, results.jsonl, summary.md (and trees/); a rerun with the "
-                  "same flags (or a larger --n) resumes")
+                    "same flags (or a larger --n) resumes")
     run: str | None = knob(None, "a run folder (policy/ and verifier/), a policy folder, or a hub model name")
     model: str | None = knob(None, "same as --run (a model name or folder; for --task gsm8k with a real model)")
     method: Literal["decode", "decode-soft", "greedy", "best_of_n", "beam", "mcts"] = knob(

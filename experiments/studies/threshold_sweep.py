@@ -55,7 +55,7 @@ class SweepConfig:
     strategy: Literal["greedy", "best_of_n", "beam", "mcts"] = knob("beam", "search strategy")
     signal: Literal["verifier", "policy"] = knob("verifier", "pruning signal: the run's verifier or the policy's P(⟨b⟩)")
     thresholds: str = knob("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
-                         "comma-separated thresholds in [0, 1]; 1.0 (the recorded run) is always included")
+                           "comma-separated thresholds in [0, 1]; 1.0 (the recorded run) is always included")
     task: Literal["builtin", "gsm8k"] = knob("builtin", "problems: the built-in generator or GSM8K")
     split: str = knob("test", "builtin: train/validation/test; gsm8k: train/test or a JSONL path")
     n: int = knob(100, "problems (>= 1): the first N of the split")
