@@ -107,7 +107,8 @@ def resolve(spec: str | os.PathLike | None = None, *, verifier: str | os.PathLik
     if spec is not None and not str(spec).strip():
         raise ValueError("no policy given: pass a run folder, a policy folder, a .gguf file or a hub model name")
     path = default_run_dir() if spec is None else Path(spec).expanduser()
-    if is_run_folder(path) and not (path / "config.json").exists():
+    # run.json wins over config.json: a demo run folder holds both (its own config.json is no model's)
+    if is_run_folder(path) and ((path / RUN_MANIFEST).exists() or not (path / "config.json").exists()):
         pol_dir, ver_dir = run_parts(path)
         src = Sources(str(spec or ""), str(pol_dir), ver_dir, path)
     else:

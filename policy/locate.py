@@ -110,13 +110,13 @@ def locate(name_or_path: str | os.PathLike, *, gguf_file: str | None = None) -> 
         raise ValueError(f"{path} is not a policy checkpoint: expected a folder (or a .gguf file)")
     if (path / ADAPTER_CONFIG).exists():
         return Located("adapter", str(path), base=_adapter_base(path))
-    if (path / "config.json").exists():
-        return Located("folder", str(path))
-    if (path / "run.json").exists():
+    if (path / "run.json").exists():  # first: a run folder may hold a config.json of its own (rewind demo's)
         entry = _read_json(path / "run.json").get("policy")
         if not isinstance(entry, str):
             raise ValueError(f"{path / 'run.json'} names no policy folder")
         return locate(path / entry)
+    if (path / "config.json").exists():
+        return Located("folder", str(path))
     if (path / "policy").is_dir():
         return locate(path / "policy")
     raise ValueError(f"{path} is not a policy checkpoint: no config.json, adapter_config.json, run.json or "
