@@ -124,7 +124,7 @@ class BeamConfig(SearchConfig):
     width: int = _f(4, "beams kept after each step (W), >= 1")
     samples: int = _f(4, "children drawn per beam (M), >= 1")
     rank: Literal["verifier", "logprob"] = _f(
-        "verifier", "keep children by lowest P(backtrack) ('verifier') or highest path log-prob ('logprob')")
+        "verifier", "keep children by lowest P(backtrack) ('verifier') or highest path log-prob ('logprob'); with no verifier, log-prob")
     aggregate: Literal["last", "max", "prod"] = _f(
         "prod", "a path's verifier score from its steps' P(error): the last step's, the worst ('max'), or "
         "1 - prod(1 - p) ('prod'); measured in `rewind diagnose`")

@@ -8,6 +8,7 @@ exhausts its budget returns ``Solution(answer=None)`` with ``stats["reason"]``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from search.config import SearchConfig, make_config
+from search.config import BeamConfig, SearchConfig, make_config
 from search.defaults import load_parts
 from search.driver import drive
 from search.interfaces import PolicyEngine, StepRequest, StepSample, StepView
@@ -84,6 +85,10 @@ def solve_many(
     policy, verifier = load_parts(policy, verifier)  # None or a path: through the composition root
     engine = _engine(policy, cfg)
     _check_verifier(verifier, engine.hidden_size)
+    if verifier is None and isinstance(cfg, BeamConfig) and cfg.rank == "verifier":
+        # With no verifier the only P(backtrack) is the policy's own ⟨b⟩ probability, ~1e-8 on most
+        # steps of a model never taught to backtrack: noise as a ranking. Path log-prob ranks instead.
+        cfg = dataclasses.replace(cfg, rank="logprob")
 
     start = time.perf_counter()
     prompts = engine.start(questions)
