@@ -19,7 +19,7 @@ def home(tmp_path, monkeypatch):
 def test_demo_quick_end_to_end(home, capsys):
     run = home / "demo"
     assert main(["demo", "--quick", "--out", str(run)]) == 0
-    for stage in ("policy", "verifier", "solve", "sweep", "report"):
+    for stage in ("policy", "verifier", "solve", "sweep", "diagnose", "report"):
         assert json.loads((run / "stages" / f"{stage}.json").read_text())["stage"] == stage
     rows = read_results(run / "results.jsonl")
     methods = {r["method"] for r in rows}
@@ -38,7 +38,11 @@ def test_demo_quick_end_to_end(home, capsys):
         assert [(n["parent"], n["text"]) for n in shown] == [(n["parent"], n["text"]) for n in tree["nodes"]]
         assert len(tree["nodes"]) > 1
     summary = (run / "summary.md").read_text()
-    assert "| greedy decoding (rewind) |" in summary and "AUROC head" in summary and "threshold" in summary.lower()
+    assert "| greedy decoding (rewind) |" in summary and "sibling AUROC" in summary and "threshold" in summary.lower()
+    diag = json.loads((run / "diagnose" / "diagnose.json").read_text())
+    assert {"greedy", "beam verifier", "beam oracle", "beam random", "vote@8 majority"} <= set(diag["methods"])
+    assert diag["n"] == 3 and diag["limits"] and "## Diagnose" in summary
+    assert (run / "diagnose" / "diagnose.png").stat().st_size > 1000
     # the run became the default: search.solve with no policy loads it
     import search
 
@@ -49,7 +53,7 @@ def test_demo_quick_end_to_end(home, capsys):
     # a rerun reuses every stage and writes nothing twice
     assert main(["demo", "--quick", "--out", str(run)]) == 0
     out = capsys.readouterr().out
-    assert out.count("done before, reused") == 5
+    assert out.count("done before, reused") == 6
     assert len(read_results(run / "results.jsonl")) == len(rows)
     # another configuration into the same folder is refused, naming what differs
     assert main(["demo", "--quick", "--out", str(run), "--seed", "3"]) == 2
