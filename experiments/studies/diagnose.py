@@ -337,8 +337,8 @@ def _plot(r: dict, path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
     names = list(r["methods"])
     acc = [100 * r["methods"][k]["accuracy"] for k in names]
-    err = [[100 * (r["methods"][k]["accuracy"] - r["methods"][k]["ci95"][0]) for k in names],
-           [100 * (r["methods"][k]["ci95"][1] - r["methods"][k]["accuracy"]) for k in names]]
+    err = [[max(0.0, 100 * (r["methods"][k]["accuracy"] - r["methods"][k]["ci95"][0])) for k in names],
+           [max(0.0, 100 * (r["methods"][k]["ci95"][1] - r["methods"][k]["accuracy"])) for k in names]]
     a.barh(names, acc, xerr=err, color=["#c44" if "oracle" in k else "#48c" for k in names])
     a.invert_yaxis()
     a.set_xlabel("accuracy (%) with 95% CI")
