@@ -303,7 +303,7 @@ def _load_adapter(loc: Located, kwargs: dict, hub_kwargs: dict, *, device, merge
     add_backtrack_token(model, tokenizer)  # the base's ⟨b⟩ row as training began: the mean row
     model = PeftModel.from_pretrained(model, str(folder))
     if merge:
-        model = model.merge_and_unload()
+        model = model.merge_and_unload().requires_grad_(True)  # PEFT froze the base; a merged model trains whole
         loc = loc.base  # a merged policy is a plain model; saving it writes a full folder
     fmt = prompt_format or (PromptFormat.from_dict(meta["prompt_format"]) if meta.get("prompt_format") else PLAIN)
     return _finish(model, tokenizer, loc, add_backtrack=True, device=device, prompt_format=fmt)

@@ -76,6 +76,7 @@ def test_lora_hard_step_trains_the_backtrack_row_and_round_trips(smollm2_dir, tm
     merged = load_policy(out)  # a run folder holding an adapter: base found, adapter applied and merged
     adapter = load_policy(folder, merge_adapter=False)
     assert adapter.is_adapter and not merged.is_adapter
+    assert all(p.requires_grad for p in merged.model.parameters())  # a merged policy trains whole (DPO init)
     bid = merged.backtrack_id
     base = load_policy(smollm2_dir).model.get_input_embeddings().weight
     row = merged.model.get_input_embeddings().weight[bid]
