@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from policy.data.grading import check_steps
 from policy.data.inject import SPANS, first_token_reaching, require_backtrack_id
-from policy.data.problems import Problem, format_prompt
+from policy.data.problems import Problem, encode_problem
 from policy.data.segments import Example, Segment, check_example
 from policy.layout import apply_backspaces
 
@@ -62,7 +62,7 @@ def examples_from_samples(problem: Problem, sample_ids: Sequence[Sequence[int]],
     if span not in SPANS:
         raise ValueError(f"span must be one of {SPANS}, got {span!r}")
     bt = require_backtrack_id(tokenizer)
-    prompt = list(tokenizer(format_prompt(problem.question), add_special_tokens=False)["input_ids"])
+    prompt = encode_problem(problem, tokenizer)[0]  # the policy's prompt format, as training encodes it
     examples = []
     for sample in sample_ids:
         ids = _clean_sample(sample, tokenizer, bt)
