@@ -48,6 +48,7 @@ def forms(tmp_path_factory) -> dict[str, Path | str]:
     head.save(d / "demo" / "verifier_train" / "verifier")
     (d / "demo" / "run.json").write_text(json.dumps({"policy": "train/policy",
                                                      "verifier": "verifier_train/verifier"}))
+    (d / "demo" / "config.json").write_text(json.dumps({"quick": True}))  # the demo's own config, no model's
     apply_lora(load_policy(d / "policy"), r=2).save(d / "adapter")
     return {"policy folder": d / "policy", "training run": d / "train", "demo run": d / "demo",
             "adapter": d / "adapter", "gguf": smollm2_gguf(), "hub name": HUB,

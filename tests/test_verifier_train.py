@@ -99,7 +99,7 @@ def test_config_and_cli_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="policy is required"):
         VerifierTrainConfig(out="x")
     assert main(["train-verifier", "--policy", str(tmp_path / "nope" / "run"), "--out", str(tmp_path / "o")]) == 2
-    assert "no policy at" in capsys.readouterr().err
+    assert "nope/run does not exist" in capsys.readouterr().err
 
 
 def test_calibration_keeps_ranking_and_fixes_the_prior(tmp_path):
