@@ -20,7 +20,8 @@ from policy.decoding import RewindBatch
 from policy.layout import RunEvent, apply_backspaces, backspace_trace
 from policy.prompts import encode_text
 from policy.sampling import SamplingConfig, choose_tokens, row_generators
-from search.knobs import knob
+from search.config import SearchConfig
+from search.knobs import knob, knob_of
 
 if TYPE_CHECKING:  # policy.model imports the engine, which imports this module: Policy is only an annotation here
     from policy.model import Policy
@@ -97,7 +98,7 @@ class DecodeConfig:
     seed: int = knob(0, "sampling seed; row i draws from row_seed(seed, i)")
     backtrack_bias: float = knob(0.0, "added to the ⟨b⟩ logit (finite, or -inf to forbid ⟨b⟩)")
     max_backtracks: int = knob(64, "most ⟨b⟩ per sequence, >= 0; past it ⟨b⟩ is forbidden")
-    max_backtracks_per_step: int = knob(16, "most ⟨b⟩ within one line, >= 0")
+    max_backtracks_per_step: int = knob_of(SearchConfig, "max_backtracks_per_step")  # a step is a line here
     stop_at_answer: bool = knob(True, "stop a row at the end of its '#### answer' line")
 
 
