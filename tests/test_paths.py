@@ -83,8 +83,7 @@ def test_load_policy_wiring_and_solve_load_every_form(forms, form):
                         max_step_tokens=2).tree.question == sol.tree.question  # PathLike too
 
 
-@pytest.mark.parametrize("form", ["verifier folder", "verifier run", "training run", pytest.param(
-    "demo run", marks=pytest.mark.xfail(strict=True, reason="verifier.load_verifier does not read run.json yet"))])
+@pytest.mark.parametrize("form", ["verifier folder", "verifier run", "training run", "demo run"])
 def test_load_verifier_wiring_and_solve_take_every_verifier_form(forms, form):
     pol = load_policy(forms["policy folder"])
     head = verifier.load_verifier(forms[form], pol)

@@ -74,8 +74,8 @@ def test_split_is_by_problem_and_disjoint():
 
 
 def test_train_verifier_end_to_end(policy, tmp_path):
-    cfg = VerifierTrainConfig(out=str(tmp_path / "run"), policy="tiny", labels="injected", num_problems=12,
-                              width=16, epochs=3)
+    cfg = VerifierTrainConfig(out=str(tmp_path / "run"), policy="tiny", kind="token", labels="injected",
+                              num_problems=12, width=16, epochs=3)
     out = train_verifier(cfg, policy=policy, progress=False)
     metrics = json.loads((out / "metrics.json").read_text())
     inj = metrics["test"]["injected"]["token"]

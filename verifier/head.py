@@ -145,9 +145,18 @@ def _read_config(path: Path) -> dict:
 
 
 def load_verifier(path: str | os.PathLike, policy=None, *, device: str | torch.device | None = None) -> VerifierHead:
-    """Load a saved head (its folder, or a ``rewind train-verifier`` run folder). With ``policy`` given, refuse (``ValueError``) a head trained on a policy
+    """Load a saved verifier (its folder, a ``rewind train-verifier`` run folder, or a run folder whose
+    ``run.json`` names it). With ``policy`` given, refuse (``ValueError``) a head trained on a policy
     with another hidden size or tokenizer: its scores would be meaningless."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    if (path / "run.json").exists():  # a run folder (rewind demo): its manifest names the verifier
+        try:
+            entry = json.loads((path / "run.json").read_text()).get("verifier")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise ValueError(f"{path / 'run.json'} is corrupted ({e})") from e
+        if not isinstance(entry, str):
+            raise FileNotFoundError(f"the run {path} has no verifier (its run.json names none)")
+        path = path / entry
     if (path / "verifier" / _CONFIG).exists():  # a train-verifier run folder
         path = path / "verifier"
     cfg = _read_config(path)
