@@ -252,8 +252,8 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
     else:
         sib = {"note": "a token-level head: sibling AUROC needs a step verifier (rewind train-verifier --kind step)"}
     wm = cfg.width * cfg.beam_samples
-    paired = [_paired(rows, "beam verifier", "greedy"), _paired(rows, "beam verifier", "vote@8 majority"),
-              _paired(rows, "beam verifier", f"vote@{wm} majority"), _paired(rows, "beam verifier", "beam logprob")]
+    others = dict.fromkeys(["greedy", "vote@8 majority", f"vote@{wm} majority", "beam logprob"])  # W×M may be 8
+    paired = [_paired(rows, "beam verifier", b) for b in others]
     result = {"config": dataclasses.asdict(cfg), "n": len(problems), "greedy_error_taxonomy": taxonomy,
               "sampling": sampling, "methods": {k: {kk: vv for kk, vv in v.items() if kk != "by_problem"}
                                                 for k, v in rows.items()},
