@@ -33,8 +33,9 @@ class VerifierTrainConfig:
     step_lr: float = _f(1e-3, "step: peak AdamW learning rate (> 0)")
     max_depth: int = _f(12, "step: most steps per labelled solution (>= 1)")
     max_step_tokens: int = _f(96, "step: step-length cap of the labelled steps in tokens (>= 1)")
-    twins: int = _f(1, "step: 1 adds to each one-annotation training step its twin with the result changed "
-                    "(right <-> wrong; one frozen-policy forward each), 0 none")
+    twins: int = _f(0, "step: 1 adds to each one-annotation training step its twin with the result changed "
+                    "(right <-> wrong; one frozen-policy forward each), 0 none (measured: held-out sibling "
+                    "AUROC 0.715 with twins, 0.772 without)")
     pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")
     labels: Literal["injected", "rollouts", "mc", "mix"] = _f(
         "injected", "label source: injected errors, the checker on the policy's own samples, MC completions, or all")
