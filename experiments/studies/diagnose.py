@@ -270,10 +270,11 @@ def limits_text(r: dict) -> str:
     """What limits search on this run, in words, from the numbers."""
     m = r["methods"]
     g, o, v, lp = (m[k]["accuracy"] for k in ("greedy", "beam oracle", "beam verifier", "beam logprob"))
-    best_pass = max(s["pass_at_k"].get("16", s["pass_at_k"][max(s["pass_at_k"], key=int)]) for s in r["sampling"].values())
+    k_max = max((int(k) for s in r["sampling"].values() for k in s["pass_at_k"]), default=1)
+    best_pass = max(s["pass_at_k"].get(str(k_max), 0.0) for s in r["sampling"].values())
     sib = (r["siblings"].get("rankers") or {}).get("verifier", {}).get("sibling_auroc")
     out = [f"Greedy solves {100 * g:.1f}%; the policy's samples hold the answer for up to {100 * best_pass:.1f}% "
-           f"(pass@16), and a beam ranked by the step checker (an oracle) reaches {100 * o:.1f}%."]
+           f"(pass@{k_max}), and a beam ranked by the step checker (an oracle) reaches {100 * o:.1f}%."]
     if o - g < 0.05:
         out.append("Even the oracle beam barely beats greedy: the policy's steps, not the ranking, limit search — "
                    "a stronger policy (or more samples per step) is the lever.")
