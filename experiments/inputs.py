@@ -15,7 +15,7 @@ from experiments.wiring import load, resolve
 from policy import data
 from policy.atomic import atomic_write_json
 
-__all__ = ["check_config", "config_hash", "load_problems", "load_source", "source_identity"]
+__all__ = ["check_config", "check_source", "config_hash", "load_problems", "load_source", "source_identity"]
 
 CONFIG_FORMAT = 1  # bump when rows of an older layout must not be read as this one's
 
@@ -100,3 +100,13 @@ def check_config(out: str | os.PathLike, record: dict, *, command: str, ignore: 
                              "or choose another --out")
         return
     atomic_write_json(path, {"command": command, "format": CONFIG_FORMAT, **record})
+
+
+def check_source(run: str | None, model: str | None, out: str | None) -> None:
+    """The flags every study that loads a policy shares: ``--out`` and exactly one of ``--run`` / ``--model``."""
+    if not out:
+        raise ValueError("--out (the results folder) is required")
+    if run and model and run != model:
+        raise ValueError("pass either --run or --model, not both")
+    if not (run or model):
+        raise ValueError("pass --run RUN (a run or policy folder) or --model NAME_OR_PATH")

@@ -215,7 +215,7 @@ def evaluate_steps(head: StepVerifier, data: StepData, *, thresholds: Sequence[f
     for name, s in scores.items():
         sib = sibling_auroc(s, data.labels, data.groups)
         out["rankers"][name] = {"sibling_auroc": sib["auroc"], "pooled_auroc": auroc(s, data.labels) if both else None}
-        out["sibling_pairs"], out["sibling_groups"] = sib["pairs"], sib["groups"]
+    out["sibling_pairs"], out["sibling_groups"] = sib["pairs"], sib["groups"]  # the same for every ranker
     v = np.asarray(scores["verifier"])
     y = np.asarray(data.labels)
     out["prune"] = [{"threshold": t, "false_prune_rate": float((v[y == 0] >= t).mean()) if (y == 0).any() else None,

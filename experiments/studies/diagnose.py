@@ -128,12 +128,13 @@ def error_taxonomy(text: str, reference: str) -> str:
     return "answer"
 
 
-def _backtrack_effects(policy, gens, prompt_lens) -> dict:
+def _backtrack_effects(policy, gens) -> dict:
     """Per ⟨b⟩-run: ``fix`` (it deleted an error and the alive text after its line is right),
     ``harm`` (it deleted text that held no error), ``other``."""
     tok, bid = policy.tokenizer, policy.backtrack_id
     fix = harm = other = 0
-    for g, plen in zip(gens, prompt_lens):
+    for g in gens:
+        plen = len(g.prompt_ids)
         ids = list(g.prompt_ids) + list(g.raw_ids)
         for ev in g.backtracks:
             start = plen + ev.start
@@ -144,9 +145,13 @@ def _backtrack_effects(policy, gens, prompt_lens) -> dict:
             nl = next((j for j in range(start + ev.length, len(ids)) if "\n" in tok.decode([ids[j]])), len(ids) - 1)
             after = tok.decode(apply_backspaces(ids[:nl + 1], bid, prompt_len=plen)[plen:], skip_special_tokens=True)
             fix, other = (fix + 1, other) if not holds_error(after) else (fix, other + 1)
-    runs = fix + harm + other
-    return {"runs": runs, "fix": fix, "harm": harm, "other": other,
-            "fix_rate": fix / runs if runs else None, "harm_rate": harm / runs if runs else None}
+    return {"runs": fix + harm + other, "fix": fix, "harm": harm, "other": other}
+
+
+def _with_rates(counts: dict) -> dict:
+    runs = counts["runs"]
+    return {**counts, "fix_rate": counts["fix"] / runs if runs else None,
+            "harm_rate": counts["harm"] / runs if runs else None}
 
 
 def _problems(cfg: DiagnoseConfig):
@@ -157,7 +162,6 @@ def _problems(cfg: DiagnoseConfig):
 
 def _sampling(cfg: DiagnoseConfig, policy, problems) -> dict:
     prompts = [format_prompt(p.question) for p in problems]
-    plens = [len(policy.tokenizer.encode(t, add_special_tokens=False)) for t in prompts]
     out = {}
     for t in cfg.temperature_list:
         correct = [0] * len(problems)
@@ -167,11 +171,9 @@ def _sampling(cfg: DiagnoseConfig, policy, problems) -> dict:
                             max_new_tokens=cfg.max_new_tokens)
             for i, (g, p) in enumerate(zip(gens, problems)):
                 correct[i] += int(answers_match(extract_answer(g.text), p.answer))
-            effects.append(_backtrack_effects(policy, gens, plens))
+            effects.append(_backtrack_effects(policy, gens))
         ks = [k for k in (1, 4, 8, 16) if k <= cfg.samples]
-        eff = {key: sum(e[key] for e in effects) for key in ("runs", "fix", "harm", "other")}
-        eff["fix_rate"] = eff["fix"] / eff["runs"] if eff["runs"] else None
-        eff["harm_rate"] = eff["harm"] / eff["runs"] if eff["runs"] else None
+        eff = _with_rates({key: sum(e[key] for e in effects) for key in ("runs", "fix", "harm", "other")})
         out[f"{t:g}"] = {"pass_at_k": {str(k): sum(pass_at_k(cfg.samples, c, k) for c in correct) / len(problems)
                                        for k in ks}, "backtrack_runs": eff}
     return out

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from experiments.inputs import check_config, config_hash, load_problems, load_source
+from experiments.inputs import check_config, check_source, config_hash, load_problems, load_source
 from experiments.studies.shard import done_keys, evaluate_shard, finish, problem_order, shard_from_env
 from experiments.studies.stats import fmt, summarize
 from policy.atomic import atomic_write_text
@@ -48,12 +48,7 @@ class EvalConfig:
     trees: int = knob(0, "search: save the trees of the first N problems to OUT/trees/ (>= 0)")
 
     def __post_init__(self) -> None:
-        if not self.out:
-            raise ValueError("--out (the results folder) is required")
-        if self.run and self.model and self.run != self.model:
-            raise ValueError("pass either --run or --model, not both")
-        if not (self.run or self.model):
-            raise ValueError("pass --run RUN (a run or policy folder) or --model NAME_OR_PATH")
+        check_source(self.run, self.model, self.out)
         for name, low in (("n", 1), ("batch_size", 1), ("max_new_tokens", 1), ("trees", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")

@@ -25,7 +25,7 @@ from typing import Literal
 from tqdm.auto import tqdm
 
 import search
-from experiments.inputs import check_config, config_hash, load_problems, load_source
+from experiments.inputs import check_config, check_source, config_hash, load_problems, load_source
 from experiments.studies.plots import plot_accuracy_vs_threshold, plot_accuracy_vs_tokens
 from experiments.studies.shard import (
     done_keys,
@@ -65,12 +65,7 @@ class SweepConfig:
     no_replay: bool = knob(False, "live runs only (no recorded trees, no replay rows)", flag=True)
 
     def __post_init__(self) -> None:
-        if not self.out:
-            raise ValueError("--out (the results folder) is required")
-        if self.run and self.model and self.run != self.model:
-            raise ValueError("pass either --run or --model, not both")
-        if not (self.run or self.model):
-            raise ValueError("pass --run RUN (a run or policy folder) or --model NAME_OR_PATH")
+        check_source(self.run, self.model, self.out)
         if self.n < 1 or self.batch_size < 1:
             raise ValueError("n and batch_size must be >= 1")
         parse_thresholds(self.thresholds)
