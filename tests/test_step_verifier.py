@@ -134,6 +134,7 @@ def test_long_steps_keep_their_last_tokens():
     ("Ann has 3 bags of 4 pens.", "", "She has 3*4=<<3*4=12>>12 pens.\n", "newline", (0, "ok")),
     ("Ann has 3 bags of 4 pens.", "", "She has 3*4=<<3*4=13>>13 pens.\n", "newline", (1, "result")),
     ("Ann has 3 bags of 4 pens.", "", "She has 3*9=<<3*9=27>>27 pens.\n", "newline", (1, "operand")),
+    ("Ann has 3 bags of 4 pens.", "", "She has <<3*4=12>>13 pens.\n", "newline", (1, "result")),
     ("Ann has 3 bags of 4 pens.", "She has <<3*4=12>>12 pens.\n", "#### 12\n", "answer", (0, "ok")),
     ("Ann has 3 bags of 4 pens.", "She has <<3*4=12>>12 pens.\n", "#### 13\n", "answer", (1, "answer")),
     ("Ann has 3 bags of 4 pens.", "", "She has <<3*4=12\n", "newline", (1, "malformed")),
@@ -181,3 +182,40 @@ def test_baseline_rankers():
     assert lp[1] > lp[0]
     r1, r2 = RandomRanker(0).score_steps([v_ok, v_bad]), RandomRanker(0).score_steps([v_ok, v_bad])
     assert torch.equal(r1, r2) and not torch.equal(r1, RandomRanker(1).score_steps([v_ok, v_bad]))
+
+
+def test_reference_steps_are_labelled_like_the_checker_and_viewed_like_decoding():
+    """Every reference group holds the correct line (label 0) and slipped versions the step
+    checker calls wrong (label 1); each view equals a clean forward over prompt + lines before +
+    the step, and feature dropout only touches the policy features."""
+    from policy.data import generate_problems
+    from verifier.step_data import reference_steps
+    from verifier.step_train import _drop_features
+
+    p = lively_policy(seed=2)
+    problems = generate_problems(6, seed=3, split="validation")
+    d = reference_steps(p, problems, slips=2, seed=0, progress=False)
+    assert len(d) >= 12 and 0 < sum(d.labels) < len(d)
+    by_group = {}
+    for i, g in enumerate(d.groups):
+        by_group.setdefault(g, []).append(i)
+    assert all(g < 0 for g in by_group)
+    known = {"reference:" + q.id: q.question + "\n" + q.solution for q in problems}
+    for rows in by_group.values():
+        assert [d.labels[i] for i in rows].count(0) == 1 and len(rows) >= 2
+        for i in rows:
+            label, kind = step_label(known[d.problem_ids[i]], "", d.texts[i], "eos")
+            assert label == d.labels[i], (d.texts[i], kind)
+    for i in (0, len(d) - 1):
+        full = list(d.prefix_ids[i]) + list(d.views[i].ids)
+        out = p.model(input_ids=torch.tensor([full]), output_hidden_states=True)
+        T = len(d.views[i].ids)
+        torch.testing.assert_close(d.views[i].hidden, out.hidden_states[-1][0, -T:], atol=1e-4, rtol=1e-4)
+    b = collate_steps([v.hidden for v in d.views], [v.logprobs for v in d.views], [v.entropies for v in d.views],
+                      [v.depth for v in d.views], max_tokens=96, ids=[v.ids for v in d.views])
+    torch.manual_seed(0)
+    dropped = _drop_features(b, 0.5)
+    zeroed = (dropped.hidden.abs().sum((1, 2)) == 0) & b.mask.any(1)
+    assert 0 < int(zeroed.sum()) < len(d)
+    assert torch.equal(dropped.ids, b.ids) and torch.equal(dropped.mask, b.mask)
+    assert _drop_features(b, 0.0) is b

@@ -36,6 +36,11 @@ class VerifierTrainConfig:
     twins: int = _f(0, "step: 1 adds to each one-annotation training step its twin with the result changed "
                     "(right <-> wrong; one frozen-policy forward each), 0 none (measured: held-out sibling "
                     "AUROC 0.715 with twins, 0.772 without)")
+    reference_problems: int = _f(2000, "step: problems whose reference solutions add sibling groups of a correct step "
+                                 "beside its slipped-result versions (one policy forward each; 0: none)")
+    reference_slips: int = _f(2, "step: slipped versions per correct reference step (>= 1)")
+    feature_dropout: float = _f(0.5, "step: share of training steps whose policy features (hidden states, "
+                                "log-probs, entropies) are zeroed, so the token path must learn to check, in [0, 1)")
     pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")
     labels: Literal["injected", "rollouts", "mc", "mix"] = _f(
         "injected", "label source: injected errors, the checker on the policy's own samples, MC completions, or all")
@@ -67,6 +72,12 @@ class VerifierTrainConfig:
             raise ValueError("policy is required: a train-policy run folder, a policy folder, or 'tiny'")
         if self.kind not in ("step", "token"):
             raise ValueError(f"kind must be 'step' or 'token', got {self.kind!r}")
+        if not isinstance(self.reference_problems, int) or self.reference_problems < 0:
+            raise ValueError(f"reference_problems must be an int >= 0, got {self.reference_problems!r}")
+        if not isinstance(self.reference_slips, int) or self.reference_slips < 1:
+            raise ValueError(f"reference_slips must be an int >= 1, got {self.reference_slips!r}")
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ValueError(f"feature_dropout must be in [0, 1), got {self.feature_dropout!r}")
         if self.twins not in (0, 1):
             raise ValueError(f"twins must be 0 or 1, got {self.twins!r}")
         for name in ("beam_width", "beam_samples", "step_layers", "max_depth", "max_step_tokens"):

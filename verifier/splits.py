@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from policy.data import generate_problems, load_gsm8k
 from policy.data.problems import Problem
 
-__all__ = ["split_problems", "verifier_problems"]
+__all__ = ["reference_problems", "split_problems", "verifier_problems"]
 
 
 def verifier_problems(task: str, n: int, seed: int) -> list[Problem]:
@@ -21,6 +21,18 @@ def verifier_problems(task: str, n: int, seed: int) -> list[Problem]:
         return list(generate_problems(n, seed=seed, split="validation"))
     problems = list(load_gsm8k("train"))
     return problems[-n:]
+
+
+def reference_problems(task: str, n: int, seed: int, *, exclude: set[str]) -> list[Problem]:
+    """``n`` problems whose reference solutions the step verifier may learn from: never the policy's
+    training problems, and no question in ``exclude`` (the verifier's validation and test problems)."""
+    if n <= 0:
+        return []
+    if task == "builtin":
+        pool = generate_problems(n + len(exclude), seed=seed + 7919, split="validation")
+    else:
+        pool = verifier_problems(task, n + len(exclude), seed)
+    return [p for p in pool if p.question not in exclude][:n]
 
 
 def split_problems(ids: Sequence[str], *, test_share: float, val_share: float, seed: int) -> dict[str, set[str]]:

@@ -5,7 +5,8 @@ problems the policy did not train on, at the search temperature, through a ``Rec
 that keeps every drawn child's ``StepView`` — the very tensors search hands the verifier, so
 training and search read identical features. Each child is labelled by ``step_label``:
 
-- 1 when the step's calculator annotation is wrong or malformed (``check_steps`` on the line),
+- 1 when the step's calculator annotation is wrong or malformed (``check_steps`` on the line), or
+  the number written right after it differs from its result (``<<3*3=9>>8``),
 - 1 when an operand of the annotation appears nowhere before the step (not in the question, not
   an earlier result, not a common constant) — a misread quantity,
 - 1 when a final ``#### x`` line disagrees with the last result computed on the path,
@@ -23,21 +24,31 @@ import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from policy.atomic import public_mode
-from policy.data.grading import answers_match, check_steps, evaluate, extract_answer, parse_annotations
+from policy.data.corrupt import slip_number
+from policy.data.grading import (
+    answers_match,
+    check_steps,
+    evaluate,
+    extract_answer,
+    format_number,
+    parse_annotations,
+)
 from policy.data.problems import Problem
 from policy.model import Policy
 from search import solve_many
 from search.interfaces import ExpandResult, StepRequest, StepView
 
-__all__ = ["RecordingEngine", "StepData", "add_counterfactuals", "collect_steps", "step_label"]
+__all__ = ["RecordingEngine", "StepData", "add_counterfactuals", "collect_steps", "reference_steps", "step_label"]
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_RESTATED = re.compile(r"<<[^<>=]*=([^<>]*)>>(\d[\d,]*(?:\.\d+)?(?:/\d+)?)")
 # constants a correct solution may introduce without having read them (unit conversions, halves, percent)
 _FREE_CONSTANTS = frozenset({"1", "2", "3", "4", "5", "7", "10", "12", "24", "60", "100", "1000"})
 
@@ -54,6 +65,9 @@ def step_label(question: str, prefix: str, step: str, stop_reason: str) -> tuple
     check = check_steps(step)
     if check.errors:
         return 1, ("malformed" if check.errors[0].kind == "malformed" else "result")
+    for m in _RESTATED.finditer(step):  # GSM8K form restates the result after the annotation
+        if _numbers(m.group(1)) != _numbers(m.group(2)):
+            return 1, "result"
     known = _numbers(question) | _numbers(prefix) | _FREE_CONSTANTS
     for a in parse_annotations(step):
         if any(x not in known for x in _numbers(a.expr)):
@@ -92,6 +106,13 @@ class StepData:
         for name in self.__dataclass_fields__:
             src = getattr(self, name)
             setattr(out, name, [src[i] for i in rows])
+        return out
+
+    def concat(self, other: StepData) -> StepData:
+        """The rows of ``self`` then of ``other`` (group ids must not collide; reference groups are negative)."""
+        out = StepData()
+        for name in self.__dataclass_fields__:
+            setattr(out, name, list(getattr(self, name)) + list(getattr(other, name)))
         return out
 
     def of_problems(self, ids: set[str]) -> StepData:
@@ -241,25 +262,17 @@ def _counterfactual_text(text: str, label: int, kind: str, rng: random.Random) -
 
 
 @torch.no_grad()
-def add_counterfactuals(policy: Policy, data: StepData, *, seed: int = 0, batch_size: int = 32,
-                        progress: bool = True) -> StepData:
-    """``data`` plus, for every one-annotation step, its twin with the result changed (right ↔ wrong),
-    as a sibling in the same group. The twin's view comes from one causal forward of the frozen
-    policy over prefix + twin step: the hidden states decoding would have computed had it written
-    that step, its log-probs and entropies (training only; search never runs this)."""
-    rng = random.Random(f"counterfactuals:{seed}")
-    tok = policy.tokenizer
-    twins = []
-    for i, (text, y, kind) in enumerate(zip(data.texts, data.labels, data.kinds)):
-        new = _counterfactual_text(text, y, kind, rng) if i < len(data.prefix_ids) else None
-        if new is not None:
-            twins.append((i, new, tok.encode(new, add_special_tokens=False, split_special_tokens=True)))
-    out = data.subset(range(len(data)))
-    model = policy.model
+def _forced_views(policy: Policy, items: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int,
+                  progress: bool, desc: str) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(hidden [T, H], logprobs [T], entropies [T])`` of each ``(prefix ids, step ids)``: one causal
+    forward of the frozen policy over prefix + step — the view decoding would have computed had the
+    policy written that step (tested equal to the engine's). Training only; search never runs this."""
+    tok, model = policy.tokenizer, policy.model
     pad = int(tok.pad_token_id)
-    for start in tqdm(range(0, len(twins), batch_size), desc="counterfactual twins", disable=not progress):
-        chunk = twins[start:start + batch_size]
-        seqs = [list(data.prefix_ids[i]) + list(ids) for i, _, ids in chunk]
+    out = []
+    for start in tqdm(range(0, len(items), batch_size), desc=desc, disable=not progress):
+        chunk = items[start:start + batch_size]
+        seqs = [list(prefix) + list(ids) for prefix, ids in chunk]
         L = max(map(len, seqs))
         input_ids = torch.full((len(seqs), L), pad, dtype=torch.long)
         mask = torch.zeros(len(seqs), L, dtype=torch.long)
@@ -269,20 +282,112 @@ def add_counterfactuals(policy: Policy, data: StepData, *, seed: int = 0, batch_
         res = model(input_ids=input_ids.to(policy.device), attention_mask=mask.to(policy.device),
                     output_hidden_states=True)
         hidden, logits = res.hidden_states[-1].float().cpu(), res.logits.float().cpu()
-        for b, (i, text, ids) in enumerate(chunk):
+        for b, (_, ids) in enumerate(chunk):
             n, T = len(seqs[b]), len(ids)
             logp = logits[b, n - T - 1 : n - 1].log_softmax(-1)  # (T, V): the distributions the step drew from
-            lp = logp.gather(-1, torch.tensor(ids).view(-1, 1)).squeeze(-1)
-            ent = -(logp.exp() * logp).sum(-1)
-            v = data.views[i]
-            out.views.append(StepView(hidden[b, n - T : n].clone(), lp, ent, v.depth, text, ids=tuple(ids)))
-            out.labels.append(1 - data.labels[i])
-            out.kinds.append("twin-" + ("right" if data.labels[i] else "wrong"))
-            out.groups.append(data.groups[i])
-            out.problem_ids.append(data.problem_ids[i])
-            out.logprobs.append(float(lp.sum()))
-            out.path_logprobs.append(data.path_logprobs[i] - data.logprobs[i] + float(lp.sum()))
-            out.p_policy.append(data.p_policy[i])
-            out.texts.append(text)
-            out.prefix_ids.append(data.prefix_ids[i])
+            lp = logp.gather(-1, torch.tensor(list(ids)).view(-1, 1)).squeeze(-1)
+            out.append((hidden[b, n - T : n].clone(), lp, -(logp.exp() * logp).sum(-1)))
+    return out
+
+
+@torch.no_grad()
+def add_counterfactuals(policy: Policy, data: StepData, *, seed: int = 0, batch_size: int = 32,
+                        progress: bool = True) -> StepData:
+    """``data`` plus, for every one-annotation step, its twin with the result changed (right ↔ wrong),
+    as a sibling in the same group; the twin's view from ``_forced_views``."""
+    rng = random.Random(f"counterfactuals:{seed}")
+    tok = policy.tokenizer
+    twins = []
+    for i, (text, y, kind) in enumerate(zip(data.texts, data.labels, data.kinds)):
+        new = _counterfactual_text(text, y, kind, rng) if i < len(data.prefix_ids) else None
+        if new is not None:
+            twins.append((i, new, tok.encode(new, add_special_tokens=False, split_special_tokens=True)))
+    views = _forced_views(policy, [(data.prefix_ids[i], ids) for i, _, ids in twins], batch_size=batch_size,
+                          progress=progress, desc="counterfactual twins")
+    out = data.subset(range(len(data)))
+    for (i, text, ids), (h, lp, ent) in zip(twins, views):
+        out.views.append(StepView(h, lp, ent, data.views[i].depth, text, ids=tuple(ids)))
+        out.labels.append(1 - data.labels[i])
+        out.kinds.append("twin-" + ("right" if data.labels[i] else "wrong"))
+        out.groups.append(data.groups[i])
+        out.problem_ids.append(data.problem_ids[i])
+        out.logprobs.append(float(lp.sum()))
+        out.path_logprobs.append(data.path_logprobs[i] - data.logprobs[i] + float(lp.sum()))
+        out.p_policy.append(data.p_policy[i])
+        out.texts.append(text)
+        out.prefix_ids.append(data.prefix_ids[i])
+    return out
+
+
+def _slipped_steps(line: str, rng: random.Random, n: int) -> list[str]:
+    """Up to ``n`` distinct wrong versions of a correct one-annotation line: its result slipped
+    (one digit ±1, a carry, a swap, ±1, ±10) — in both places it is written, or only inside or only
+    after the annotation, as the policy's own slips are."""
+    anns = parse_annotations(line)
+    if len(anns) != 1 or not anns[0].result.strip():
+        return []
+    a = anns[0]
+    old = a.result.strip()
+    head, tail = line[: a.result_span[0]], line[a.result_span[1]:]
+    repeated = tail.startswith(">>" + old)
+    out: list[str] = []
+    for _ in range(4 * n):
+        if len(out) >= n:
+            break
+        new = slip_number(old.replace(",", ""), rng) if rng.random() < 0.7 else None
+        if new is None:
+            try:
+                new = format_number(Fraction(old.replace(",", "")) + rng.choice((-10, -1, 1, 10)))
+            except (ValueError, ZeroDivisionError):
+                return out
+        if new.startswith("-") and not old.startswith("-"):
+            continue
+        where = rng.choice(("both", "both", "inside", "after")) if repeated else "inside"
+        inside = new if where in ("both", "inside") else old
+        after = (">>" + (new if where in ("both", "after") else old) + tail[2 + len(old):]) if repeated else tail
+        text = head + inside + after
+        if text != line and text not in out:
+            out.append(text)
+    return out
+
+
+@torch.no_grad()
+def reference_steps(policy: Policy, problems: Sequence[Problem], *, slips: int = 2, seed: int = 0,
+                    batch_size: int = 64, progress: bool = True) -> StepData:
+    """Sibling groups built from reference solutions: every correct one-annotation line, after the
+    reference lines before it, beside ``slips`` versions with a slipped result (label 1).
+
+    Arithmetic is what the policy gets wrong, and checking it needs many more examples than the
+    policy's own samples give; reference solutions give them for one policy forward each. The views
+    are the frozen policy's (``_forced_views``), so the verifier reads what it reads in search."""
+    rng = random.Random(f"reference-steps:{seed}")
+    tok = policy.tokenizer
+    enc = lambda t: tok.encode(t, add_special_tokens=False, split_special_tokens=True)  # noqa: E731
+    rows: list[tuple] = []  # (problem id, label, text, prefix ids, step ids, group, depth)
+    for p in problems:
+        prefix = list(policy.prompt_ids(p.question))
+        for depth, line in enumerate((ln + "\n" for ln in p.solution.split("\n")), start=1):
+            if check_steps(line).errors:  # a reference line the checker rejects teaches nothing
+                prefix += enc(line)
+                continue
+            wrong = _slipped_steps(line, rng, slips)
+            if wrong:
+                group = -(1 + len(rows))  # negative: never an own-step group id
+                for label, text in [(0, line)] + [(1, w) for w in wrong]:
+                    rows.append((p.id, label, text, list(prefix), enc(text), group, depth))
+            prefix += enc(line)
+    views = _forced_views(policy, [(r[3], r[4]) for r in rows], batch_size=batch_size, progress=progress,
+                          desc="verifier labels (reference steps)")
+    out = StepData()
+    for (pid, label, text, prefix, ids, group, depth), (h, lp, ent) in zip(rows, views):
+        out.views.append(StepView(h, lp, ent, depth, text, ids=tuple(ids)))
+        out.labels.append(label)
+        out.kinds.append("reference-" + ("slip" if label else "ok"))
+        out.groups.append(group)
+        out.problem_ids.append("reference:" + pid)
+        out.logprobs.append(float(lp.sum()))
+        out.path_logprobs.append(float(lp.sum()))
+        out.p_policy.append(0.0)
+        out.texts.append(text)
+        out.prefix_ids.append(tuple(prefix))
     return out

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from policy.atomic import atomic_write_json
 from verifier.head import tokenizer_fingerprint
 from verifier.metrics import auroc
-from verifier.splits import split_problems, verifier_problems
-from verifier.step_data import StepData, add_counterfactuals, collect_steps
+from verifier.splits import reference_problems, split_problems, verifier_problems
+from verifier.step_data import StepData, add_counterfactuals, collect_steps, reference_steps
 from verifier.step_head import StepBatch, StepVerifier, collate_steps
 
 __all__ = ["batch_of", "calibrate_steps", "evaluate_steps", "fit_step_verifier", "score_data", "sibling_auroc",
@@ -101,11 +101,22 @@ def _pair_loss(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor)
     return F.softplus(diff[pair]).mean()
 
 
+def _drop_features(batch: StepBatch, p: float) -> StepBatch:
+    """Zero the policy features (hidden states, log-probs, entropies) of a random share ``p`` of the
+    steps: those steps are judged from their tokens alone, so the token path has to learn to check
+    the arithmetic instead of leaning on how surprised the policy was."""
+    if p <= 0:
+        return batch
+    keep = (torch.rand(len(batch)) >= p).float()
+    return StepBatch(batch.hidden * keep[:, None, None], batch.scalars * keep[:, None, None], batch.mask, batch.depth,
+                     batch.ids)
+
+
 def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int, width: int = 96, layers: int = 2,
                       heads: int = 4, max_tokens: int = 96, dropout: float = 0.1, lr: float = 1e-3,
                       weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 30, patience: int = 5,
-                      pair_weight: float = 1.0, seed: int = 0, fingerprint: str | None = None,
-                      progress: bool = True) -> tuple[StepVerifier, list[dict]]:
+                      pair_weight: float = 1.0, feature_dropout: float = 0.0, seed: int = 0,
+                      fingerprint: str | None = None, progress: bool = True) -> tuple[StepVerifier, list[dict]]:
     """Train a ``StepVerifier``; keep the weights of the epoch with the best validation sibling AUROC."""
     if len(train) == 0 or not any(train.labels) or all(train.labels):
         raise ValueError(f"the step verifier needs both right and wrong steps to learn from; got {sum(train.labels)} "
@@ -131,7 +142,7 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
             if sched.last_epoch + 1 >= total:
                 break
             idx = torch.tensor(rows)
-            logits = head.raw_logits(batch_of(train, rows, max_tokens))
+            logits = head.raw_logits(_drop_features(batch_of(train, rows, max_tokens), feature_dropout))
             y, g = labels_all[idx], groups_all[idx]
             loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
             loss = loss + pair_weight * _pair_loss(logits, y, g)
@@ -239,15 +250,26 @@ def train_step_verifier(config, policy, *, progress: bool = True):
         "fields": [config.task, config.num_problems, config.beam_width, config.beam_samples,
                    config.search_temperature, config.seed, config.max_depth, config.max_step_tokens],
         "policy": [fingerprint, float(emb.double().sum()), float(emb.double().abs().sum())]}).encode()).hexdigest()
+    problems = verifier_problems(config.task, config.num_problems, config.seed)
     data = StepData.load(out / "steps.pt", key=key)
     if data is None:
         with torch.no_grad():
-            data = collect_steps(policy, verifier_problems(config.task, config.num_problems, config.seed), width=config.beam_width, samples=config.beam_samples,
+            data = collect_steps(policy, problems, width=config.beam_width, samples=config.beam_samples,
                                  temperature=config.search_temperature, seed=config.seed, max_depth=config.max_depth,
                                  max_step_tokens=config.max_step_tokens, progress=progress)
         data.save(out / "steps.pt", key=key)
     split = split_problems(data.problem_ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
     parts = {name: data.of_problems(ids) for name, ids in split.items()}
+    if config.reference_problems:  # never the held-out problems' questions
+        held_out = {p.question for p in problems if p.id not in split["train"]}
+        ref_key = hashlib.sha256((key + json.dumps([config.reference_problems, config.reference_slips])).encode()).hexdigest()
+        ref = StepData.load(out / "reference_steps.pt", key=ref_key)
+        if ref is None:
+            ref = reference_steps(policy, reference_problems(config.task, config.reference_problems, config.seed,
+                                                             exclude=held_out),
+                                  slips=config.reference_slips, seed=config.seed, progress=progress)
+            ref.save(out / "reference_steps.pt", key=ref_key)
+        parts["train"] = parts["train"].concat(ref)
     if config.twins:  # training problems only: validation and test stay the policy's own steps
         with torch.no_grad():
             parts["train"] = add_counterfactuals(policy, parts["train"], seed=config.seed, progress=progress)
@@ -255,7 +277,7 @@ def train_step_verifier(config, policy, *, progress: bool = True):
         parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
         layers=config.step_layers, lr=config.step_lr, dropout=config.dropout or 0.1, weight_decay=config.weight_decay,
         batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
-        seed=config.seed, fingerprint=fingerprint, progress=progress)
+        feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint, progress=progress)
     scale, bias = calibrate_steps(head, parts["val"])
     test = evaluate_steps(head, parts["test"], seed=config.seed)
     metrics = {

@@ -16,7 +16,7 @@ from fractions import Fraction
 from policy.data.grading import Annotation, evaluate, extract_answer, format_number, parse_annotations
 from policy.data.problems import Problem
 
-__all__ = ["ERROR_KINDS", "Corruption", "corrupt", "error_sites"]
+__all__ = ["ERROR_KINDS", "Corruption", "corrupt", "error_sites", "slip_number"]
 
 ERROR_KINDS = ("wrong_result", "wrong_operand", "wrong_operator", "wrong_quantity")
 _NUM = re.compile(r"(?<![\d.])(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)")
@@ -53,7 +53,7 @@ def error_sites(solution: str) -> list[Annotation]:
     return sites
 
 
-def _slip(written: str, rng: random.Random) -> str | None:
+def slip_number(written: str, rng: random.Random) -> str | None:
     """A plausible arithmetic slip of a written number: one digit off by one, a carry error
     (±1 in the digit left of a random position), or two adjacent digits swapped."""
     sign, body = ("-", written[1:]) if written.startswith("-") else ("", written)
@@ -105,7 +105,7 @@ def _wrong_expr(a: Annotation, kind: str, question: str, rng: random.Random) -> 
             return None
         new = rng.choice(sorted(pool))
     else:  # wrong_operand: a neighbouring value or a digit slip
-        new = _slip(m.group(0).replace(",", ""), rng) if rng.random() < 0.5 else format_number(old + rng.choice((-2, -1, 1, 2)))
+        new = slip_number(m.group(0).replace(",", ""), rng) if rng.random() < 0.5 else format_number(old + rng.choice((-2, -1, 1, 2)))
         if new is None or Fraction(new) <= 0:
             return None
     out = expr[: m.start()] + new + expr[m.end() :]
@@ -158,7 +158,7 @@ def corrupt(problem: Problem, site: Annotation, kind: str, rng: random.Random) -
     sol = problem.solution
     old_value = evaluate(site.expr)
     if kind == "wrong_result":
-        new_res = _slip(site.result.strip().replace(",", ""), rng)
+        new_res = slip_number(site.result.strip().replace(",", ""), rng)
         if new_res is None:
             return None
         new_expr, first, number_end = site.expr, len(site.expr) + 1, len(site.expr) + 1 + len(new_res)
