@@ -1,28 +1,33 @@
-"""``PolicyEngine``: the policy side of search (``search.interfaces.PolicyEngine``).
+"""``RewindEngine``: the policy side of search (``search.interfaces.PolicyEngine``).
 
-Every node of a search tree owns the KV of its own alive step tokens (a ``KVSegment``) and the
-logits for the token after it. Expanding nodes loads each parent's path — the concatenation of
-the segments from the root — into one left-padded batch cache, repeats each row once per child
-seed, and decodes one step per row with hard backtracking (``RewindBatch``). No token of the
-tree is run through the model twice. With ``share_kv=False`` the path is re-encoded instead
-(the benchmark's baseline).
+Every node of a search tree is a handle in one ``KVStore`` (``policy/kv_store.py``) that owns
+the KV of its own alive step tokens, plus the logits for the token after it. Expanding a node
+forks one empty child handle per seed (no KV is copied: a child's rows read the parent's path
+in place through the tree-attention mask of ``policy.decoding``) and decodes one step per row
+with the shared ``Stepper``. When a step ends, its row's handle *is* the child's KV. No token of
+the tree is run through the model twice, and a prompt prefix shared by the problems (a few-shot
+prompt) is run once. With ``share_kv=False`` each expansion re-encodes its path instead (the
+benchmark's baseline).
 
-Segments are reference counted along the tree: a node's segment is freed once search released
-it and no child still needs it, so pruned branches give their memory back at once.
+A node's KV is freed once search released it and no child still needs it, so pruned branches
+give their memory back at once; ``kv_bytes`` / ``peak_kv_bytes`` are the store's own counts of
+every live slot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from policy.data.grading import extract_answer
-from policy.decoding import KVSegment, RewindBatch
+from policy.decoding import new_store, prefill
 from policy.generate import newline_token_ids
-from policy.sampling import SamplingConfig, choose_tokens, row_generators
+from policy.kv_store import Handle
+from policy.sampling import SamplingConfig, row_generators
+from policy.stepper import Row, StepConfig, Stepper
 from search.interfaces import ExpandResult, Prompt, StepRequest, StepSample
 
 if TYPE_CHECKING:  # policy.model imports this module to build engines: Policy is only an annotation here
@@ -31,25 +36,18 @@ if TYPE_CHECKING:  # policy.model imports this module to build engines: Policy i
 __all__ = ["NodeKV", "RewindEngine"]
 
 
-def _segment_bytes(seg: KVSegment | None) -> int:
-    if seg is None:
-        return 0
-    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in seg)
-
-
 @dataclass(eq=False)
 class NodeKV:
     """Engine-side state of one tree node (the opaque handle search holds)."""
 
     parent: NodeKV | None
     tokens: tuple[int, ...]  # this node's alive tokens (the prompt for a root)
-    segment: KVSegment | None  # KV of ``tokens``; None after it is freed (or when not sharing)
-    next_logits: torch.Tensor | None  # [V] logits for the token after this node
+    kv: Handle | None  # the store handle of ``tokens``; None when not sharing
+    next_logits: torch.Tensor | None  # [V] logits for the token after this node; None once released
     hidden: torch.Tensor | None = None  # [H] last-layer hidden state at this node's last token
     depth: int = 0
     released: bool = False
-    live_children: int = 0
-    prompt_len: int = field(default=0)  # tokens of the root prompt on this path
+    prompt_len: int = 0  # tokens of the root prompt on this path
 
     def path(self) -> list[NodeKV]:
         out, n = [], self
@@ -62,11 +60,38 @@ class NodeKV:
         return [t for n in self.path() for t in n.tokens]
 
 
+class _StepRules:
+    """Search's stop rules: a ⟨b⟩ that would cross the step's start rejects it; EOS and the
+    context end the solution (before feeding); a newline or the step cap ends the step (after)."""
+
+    def __init__(self, policy: Policy, max_step_tokens: int, newlines: frozenset[int]):
+        self.tok, self.bid, self.eos = policy.tokenizer, policy.backtrack_id, policy.tokenizer.eos_token_id
+        self.limit, self.max_step_tokens, self.newlines = policy.max_positions, max_step_tokens, newlines
+
+    def before_feed(self, row: Row, c: int) -> str | None:
+        if c == self.bid and row.sim.run + 1 > row.sim.alive:
+            return "rejected"
+        if c == self.eos:
+            return "eos"
+        if self.limit is not None and row.handle.length + 1 >= self.limit:
+            return "context"
+        return None
+
+    def after_feed(self, row: Row, c: int) -> str | None:
+        if c in self.newlines:
+            text = self.tok.decode(row.handle.tokens, skip_special_tokens=True)
+            return "answer" if text.lstrip().startswith("####") else "newline"
+        if len(row.raw) >= self.max_step_tokens and not row.sim.run:
+            return "max_step_tokens"
+        return None
+
+
 class RewindEngine:
     """Implements ``search.interfaces.PolicyEngine`` over a ``Policy``."""
 
     def __init__(self, policy: Policy, *, share_kv: bool = True, max_backtracks_per_step: int = 16,
-                 backtrack_bias: float = 0.0, max_kv_bytes: int | None = None, prompt_format=None):
+                 backtrack_bias: float = 0.0, max_kv_bytes: int | None = None, prompt_format=None,
+                 share_prompt_min: int = 32):
         if policy.backtrack_id is None:
             raise ValueError("search needs a policy with the backtrack token")
         if max_kv_bytes is not None and max_kv_bytes <= 0:
@@ -77,33 +102,39 @@ class RewindEngine:
         self.backtrack_bias = backtrack_bias  # added to the ⟨b⟩ logit when choosing (not to logprobs)
         self.max_kv_bytes = max_kv_bytes
         self.prompt_format = prompt_format  # a policy.prompts.PromptFormat, or None: the policy's own
+        self.share_prompt_min = share_prompt_min  # a prompt prefix this long, shared by problems, runs once
         self.hidden_size = policy.hidden_size
-        self.kv_bytes = 0  # bytes of live segments
-        self.peak_kv_bytes = 0
+        self.store = new_store(policy.model)
         self._newlines = newline_token_ids(policy.tokenizer)
 
     # ---- memory ---------------------------------------------------------------------------
-    def _hold(self, node: NodeKV) -> None:
-        self.kv_bytes += _segment_bytes(node.segment)
-        self.peak_kv_bytes = max(self.peak_kv_bytes, self.kv_bytes)
-        if node.parent is not None:
-            node.parent.live_children += 1
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of every live KV slot (cached shared prefixes and their per-problem copies included)."""
+        return self.store.bytes
+
+    @property
+    def peak_kv_bytes(self) -> int:
+        return self.store.peak_bytes
 
     def release(self, state: NodeKV) -> None:
-        if state is None or state.released:
+        """Search draws no more children from ``state``. Releasing a node twice is an error."""
+        if state is None:
             return
+        if state.released:
+            raise ValueError("this search node was already released")
         state.released = True
-        self._maybe_free(state)
+        state.next_logits = None
+        if state.kv is not None:
+            self.store.release(state.kv)
 
-    def _maybe_free(self, node: NodeKV) -> None:
-        while node is not None and node.released and node.live_children == 0 and node.next_logits is not None:
-            self.kv_bytes -= _segment_bytes(node.segment)
-            node.segment = None
-            node.next_logits = None
-            parent = node.parent
-            if parent is not None:
-                parent.live_children -= 1
-            node = parent
+    def _check_memory(self) -> None:
+        over = self.kv_bytes - (self.max_kv_bytes or 0)
+        if self.max_kv_bytes is None or over <= 0:
+            return
+        self.store.evict(min(over, self.store.evictable_bytes()))  # cached prefixes go first
+        if self.kv_bytes > self.max_kv_bytes:
+            raise MemoryError(f"KV memory limit reached: {self.kv_bytes} live bytes > max_kv_bytes={self.max_kv_bytes}")
 
     # ---- prompts --------------------------------------------------------------------------
     def _format(self, question: str) -> tuple[str, list[int]]:
@@ -119,36 +150,34 @@ class RewindEngine:
         for i, x in enumerate(ids):
             if limit is not None and len(x) >= limit:
                 raise ValueError(f"question {i} has {len(x)} prompt tokens; the model's context is {limit}")
-        batch = RewindBatch(self.policy.model, self.policy.backtrack_id)
-        logits, hidden = batch.prefill(ids)
+        share = self.share_prompt_min if self.share_kv else None
+        roots, logits, hidden, run = prefill(self.policy.model, self.store, ids, share_min=share)
         out = []
         for r, x in enumerate(ids):
-            seg = batch.row_segment(r, len(x)) if self.share_kv else None
-            node = NodeKV(parent=None, tokens=tuple(x), segment=seg, next_logits=logits[r].clone(),
+            kv = roots[r] if self.share_kv else None
+            if kv is None:
+                self.store.release(roots[r])
+            node = NodeKV(parent=None, tokens=tuple(x), kv=kv, next_logits=logits[r].clone(),
                           hidden=hidden[r].float().cpu(), prompt_len=len(x))
-            self._hold(node)
-            out.append(Prompt(state=node, ids=tuple(x), text=texts[r], tokens_run=len(x), kv_bytes=_segment_bytes(seg)))
+            out.append(Prompt(state=node, ids=tuple(x), text=texts[r], tokens_run=run[r],
+                              kv_bytes=0 if kv is None else self.store.handle_bytes(kv)))
         return out
 
     def solution_text(self, prompt_state: NodeKV, ids: Sequence[int]) -> str:
         return self.policy.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     # ---- expansion ------------------------------------------------------------------------
-    def _load(self, requests: Sequence[StepRequest]) -> tuple[RewindBatch, torch.Tensor]:
-        """A batch with one row per request holding the parent's path, and the parents'
-        next-token logits ``[R, V]``."""
-        batch = RewindBatch(self.policy.model, self.policy.backtrack_id)
-        paths = [r.state.path() for r in requests]
-        tokens = [[t for n in p for t in n.tokens] for p in paths]
+    def _bases(self, requests: Sequence[StepRequest]) -> tuple[list[Handle], torch.Tensor, list[Handle]]:
+        """The handle each request's rows extend and the parents' next-token logits ``[R, V]``.
+        Without sharing, each path is re-encoded into a temporary root (returned last, to release)."""
+        for r in requests:
+            if r.state.released or r.state.next_logits is None:
+                raise ValueError("a requested node was already released (expanded after release?)")
         if self.share_kv:
-            for r, p in zip(requests, paths):
-                if any(n.segment is None for n in p) or r.state.next_logits is None:
-                    raise ValueError("a requested node's KV was already freed (expanded after release?)")
-            batch.load_segments([[n.segment for n in p] for p in paths], tokens, [len(t) for t in tokens])
-            logits = torch.stack([r.state.next_logits for r in requests])
-            return batch, logits
-        logits, _ = batch.prefill(tokens)
-        return batch, logits
+            return [r.state.kv for r in requests], torch.stack([r.state.next_logits for r in requests]), []
+        paths = [r.state.path_tokens() for r in requests]
+        temps, logits, _, _ = prefill(self.policy.model, self.store, paths, share_min=None)
+        return temps, logits, temps
 
     @torch.no_grad()
     def expand(self, requests: Sequence[StepRequest], *, temperature: float, top_p: float = 1.0,
@@ -157,188 +186,76 @@ class RewindEngine:
             return []
         if max_step_tokens < 1:
             raise ValueError(f"max_step_tokens must be >= 1, got {max_step_tokens}")
-        if self.max_kv_bytes is not None and self.kv_bytes > self.max_kv_bytes:
-            raise MemoryError(f"KV memory limit reached: {self.kv_bytes} live bytes > max_kv_bytes={self.max_kv_bytes}")
+        self._check_memory()
         sampling = SamplingConfig(do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p)
-        batch, parent_logits = self._load(requests)
-        counts = [len(r.seeds) for r in requests]
-        owner = [i for i, c in enumerate(counts) for _ in range(c)]
-        batch.repeat(counts)
-        logits = parent_logits[torch.tensor(owner, device=parent_logits.device)]
+        bases, parent_logits, temps = self._bases(requests)
+        owner = [i for i, r in enumerate(requests) for _ in r.seeds]
         seeds = [s for r in requests for s in r.seeds]
-        results: list[list[StepSample | None]] = [[None] * c for c in counts]
-        slot = [j for c in counts for j in range(c)]
-        rows = _StepDecoder(self, batch, logits, seeds, sampling, max_step_tokens)
-        for r, sample in rows.run([requests[o].state for o in owner]):
-            results[owner[r]][slot[r]] = sample
-        run_per_req = [0] * len(requests)
-        for r, n in enumerate(rows.fed_per_row):
-            run_per_req[owner[r]] += n
-        prefix_run = [len(r.state.path_tokens()) if not self.share_kv else 0 for r in requests]
-        prefix_saved = [len(r.state.path_tokens()) if self.share_kv else 0 for r in requests]
-        return [ExpandResult(samples=tuple(res), tokens_run=run_per_req[i] + prefix_run[i], tokens_saved=prefix_saved[i])
+        gens = [None] * len(seeds) if sampling.greedy else row_generators(seeds, parent_logits.device)
+        keys = [(i, j) for i, r in enumerate(requests) for j in range(len(r.seeds))]
+        rows = [Row(index=(i, j), handle=self.store.insert(bases[i]), gen=g) for (i, j), g in zip(keys, gens)]
+        cfg = StepConfig(backtrack_id=self.policy.backtrack_id, newlines=self._newlines, sampling=sampling,
+                         backtrack_bias=self.backtrack_bias, max_backtracks_per_line=self.max_backtracks_per_step,
+                         entropies=True)
+        stepper = Stepper(self.policy.model, self.store, cfg, _StepRules(self.policy, max_step_tokens, self._newlines))
+        results: list[list[StepSample | None]] = [[None] * len(r.seeds) for r in requests]
+        run = [0] * len(requests)
+        for row, stop in stepper.run(rows, parent_logits[torch.tensor(owner, device=parent_logits.device)]):
+            i, j = row.index
+            results[i][j] = self._sample(requests[i].state, row, stop)
+            run[i] += row.fed
+        for t in temps:
+            self.store.release(t)
+        return [ExpandResult(samples=tuple(res), tokens_run=run[i] + (0 if self.share_kv else temps[i].length),
+                             tokens_saved=requests[i].state.kv.length if self.share_kv else 0)
                 for i, res in enumerate(results)]
 
-
-class _StepDecoder:
-    """Decodes one step for every row of a loaded batch (rows = children to draw)."""
-
-    def __init__(self, engine: RewindEngine, batch: RewindBatch, logits: torch.Tensor, seeds: list[int],
-                 sampling: SamplingConfig, max_step_tokens: int):
-        self.engine, self.batch, self.logits = engine, batch, logits
-        self.gens = None if sampling.greedy else row_generators(seeds, logits.device)
-        self.sampling, self.max_step_tokens = sampling, max_step_tokens
-        self.fed_per_row = [0] * len(seeds)
-
-    def run(self, parents: list[NodeKV]):
-        eng, batch = self.engine, self.batch
-        bid, eos = eng.policy.backtrack_id, eng.policy.tokenizer.eos_token_id
-        limit = eng.policy.max_positions
-        live = list(range(len(parents)))  # original row index of each batch row
-        raw = [[] for _ in parents]
-        lps = [[] for _ in parents]
-        # per row, one entry per alive step token (mirrors the row's cache past its floor):
-        # [log-prob, entropy, last-layer hidden once fed] — the verifier's view of the step
-        self.alive: list[list[list]] = [[] for _ in parents]
-        pending: list[tuple[float, float] | None] = [None] * len(parents)
-        last_hidden: list[torch.Tensor | None] = [None] * len(parents)
-        last_logits = [self.logits[r] for r in range(len(parents))]
-        logits = self.logits
-        gens = self.gens
-        while live:
-            if not torch.isfinite(logits).all():
-                raise ValueError("the model produced NaN/inf logits during search")
-            logp = logits.log_softmax(-1)
-            entropy = -(logp.exp() * logp).sum(-1)  # [B] entropy of each row's next-token distribution
-            proc = logits.clone()
-            proc[:, bid] += eng.backtrack_bias
-            for b, r in enumerate(live):
-                if sum(1 for t in raw[r] if t == bid) >= eng.max_backtracks_per_step:
-                    proc[b, bid] = float("-inf")
-            chosen = choose_tokens(proc, self.sampling, gens).tolist()
-            keep = []
-            for b, (r, c) in enumerate(zip(live, chosen)):
-                raw[r].append(c)
-                lps[r].append(float(logp[b, c]))
-                pending[r] = (lps[r][-1], float(entropy[b]))
-                row = batch.rows[b]
-                step_alive = len(row.cached) - row.floor - row.run  # alive step tokens before this run
-                stop = None
-                if c == bid and row.run + 1 > step_alive:
-                    stop = "rejected"
-                elif c == eos:
-                    stop = "eos"
-                elif limit is not None and len(row.cached) + 1 >= limit:
-                    stop = "context"
-                if stop:
-                    yield r, self._sample(parents[r], b, r, raw[r], lps[r], last_hidden[r], last_logits[r], stop)
-                else:
-                    keep.append(b)
-            if not keep:
-                return
-            if len(keep) < len(live):
-                batch.select(keep)
-                live = [live[b] for b in keep]
-                if gens is not None:
-                    gens = [gens[b] for b in keep]
-            toks = torch.tensor([raw[r][-1] for r in live])
-            closing = [batch.rows[b].run if raw[r][-1] != bid else 0 for b, r in enumerate(live)]
-            logits, hidden = batch.feed(toks)
-            done = []
-            for b, r in enumerate(live):
-                self.fed_per_row[r] += 1
-                self._track_alive(r, raw[r][-1], closing[b], pending[r], hidden[b])
-                last_hidden[r], last_logits[r] = hidden[b], logits[b]
-                c = raw[r][-1]
-                in_run = batch.rows[b].run > 0
-                if c in eng._newlines:
-                    done.append((b, "answer" if self._answer_line(batch.rows[b]) else "newline"))
-                elif len(raw[r]) >= self.max_step_tokens and not in_run:
-                    done.append((b, "max_step_tokens"))
-            if done:
-                for b, stop in done:
-                    r = live[b]
-                    yield r, self._sample(parents[r], b, r, raw[r], lps[r], last_hidden[r], last_logits[r], stop)
-                keep = [b for b in range(len(live)) if b not in {d for d, _ in done}]
-                if not keep:
-                    return
-                batch.select(keep)
-                logits = logits[keep]
-                live = [live[b] for b in keep]
-                if gens is not None:
-                    gens = [gens[b] for b in keep]
-
-    def _track_alive(self, r: int, token: int, closed_run: int, lp_ent: tuple[float, float], hidden) -> None:
-        """Mirror one fed token in row ``r``'s alive list: a ⟨b⟩ adds nothing (its run is deleted
-        with it); a token that closes a run of k first drops the k alive tokens the run deletes."""
-        if token == self.engine.policy.backtrack_id:
-            return
-        alive = self.alive[r]
-        if closed_run:
-            del alive[max(0, len(alive) - closed_run):]
-        alive.append([lp_ent[0], lp_ent[1], hidden])
-
-    def _step_view(self, r: int, n_ids: int, pending_run: int, parent: NodeKV):
+    def _step_view(self, row: Row, n_ids: int, parent: NodeKV):
         """(hidden [T, H], log-probs [T], entropies [T]) of the step's ``n_ids`` alive tokens.
 
         A run still pending at the end of the step (EOS or the context limit chose the next token)
         deletes its tokens from the view as it does from ``ids``. A step with no fed alive token
         is seen through the parent's last state."""
-        alive = self.alive[r]
-        if pending_run:
-            del alive[max(0, len(alive) - pending_run):]
+        alive = row.alive[: n_ids]
         if len(alive) != n_ids:
             raise RuntimeError(f"internal: the step's alive view has {len(alive)} tokens but its ids {n_ids}")
         if not alive:
-            h = parent.hidden if parent.hidden is not None else torch.zeros(self.engine.hidden_size)
+            h = parent.hidden if parent.hidden is not None else torch.zeros(self.hidden_size)
             return h.float().cpu().view(1, -1), torch.zeros(1), torch.zeros(1)
         hidden = torch.stack([a[2] for a in alive]).float().cpu()  # [T, H]
         return (hidden, torch.tensor([a[0] for a in alive], dtype=torch.float32),
                 torch.tensor([a[1] for a in alive], dtype=torch.float32))
 
-    def _answer_line(self, row) -> bool:
-        text = self.engine.policy.tokenizer.decode(row.cached[row.floor:], skip_special_tokens=True)
-        return text.lstrip().startswith("####")
-
-    def _sample(self, parent: NodeKV, b: int, r: int, raw: list[int], lps: list[float], hidden, logits, stop: str) -> StepSample:
-        eng, batch = self.engine, self.batch
-        tok, bid = eng.policy.tokenizer, eng.policy.backtrack_id
-        row = batch.rows[b]
+    def _sample(self, parent: NodeKV, row: Row, stop: str) -> StepSample:
+        tok, bid = self.policy.tokenizer, self.policy.backtrack_id
         rejected = stop == "rejected"
         finished = stop in ("eos", "answer", "context")
-        pending = 0
-        if rejected:
-            ids: list[int] = []
-        else:
-            pending = row.run
-            if pending:  # the step ended inside a run (EOS or context): apply it to the text only
-                k = pending
-                deleted = max(0, min(k, len(row.cached) - k - row.floor))
-                cached = row.cached[: len(row.cached) - k - deleted]
-            else:
-                cached = row.cached
-            ids = list(cached[row.floor:])  # EOS is never fed, so never cached
-        events = _runs(raw, bid)
-        segment = None
+        ids: list[int] = []
+        if not rejected:  # a run pending at the end (EOS or context) applies to the text only
+            sim = row.sim
+            k, deleted = (sim.run, min(sim.run, sim.alive))
+            ids = row.handle.tokens[: len(row.handle.tokens) - k - deleted]
         state = None
-        if not rejected and not finished:
-            segment = batch.row_segment(b, len(ids)) if eng.share_kv else None
-            state = NodeKV(parent=parent, tokens=tuple(ids), segment=segment, next_logits=logits.clone(),
-                           hidden=None if hidden is None else hidden.float().cpu(), depth=parent.depth + 1, prompt_len=parent.prompt_len)
-            eng._hold(state)
+        if not rejected and not finished:  # the row's handle becomes the child's KV (no copy)
+            state = NodeKV(parent=parent, tokens=tuple(ids), kv=row.handle if self.share_kv else None,
+                           next_logits=row.logits.clone(), depth=parent.depth + 1, prompt_len=parent.prompt_len,
+                           hidden=None if row.hidden is None else row.hidden.float().cpu())
+        kv_bytes = self.store.handle_bytes(row.handle) if state is not None and state.kv is not None else 0
+        if state is None or state.kv is None:
+            self.store.release(row.handle)
         answer = None
         if finished:
             full = parent.path_tokens()[parent.prompt_len:] + ids
             answer = extract_answer(tok.decode(full, skip_special_tokens=True))
-        p_b = float(logits.float().softmax(-1)[bid])
-        h = hidden if hidden is not None else parent.hidden  # nothing fed: the parent's last state
-        view = (None, None, None) if rejected else self._step_view(r, len(ids), pending, parent)
+        p_b = float(row.logits.float().softmax(-1)[bid])
+        h = row.hidden if row.hidden is not None else parent.hidden  # nothing fed: the parent's last state
+        view = (None, None, None) if rejected else self._step_view(row, len(ids), parent)
         return StepSample(
             step_hidden=view[0], step_logprobs=view[1], step_entropies=view[2],
-            ids=tuple(ids), raw_ids=tuple(raw), text=tok.decode(ids, skip_special_tokens=True),
-            raw_text=tok.decode(raw, skip_special_tokens=False), logprob=float(sum(lps)), backtracks=events,
-            hidden=None if h is None else h.float().cpu(), p_backtrack_policy=p_b, state=state, rejected=rejected,
-            finished=finished, answer=answer, kv_bytes=_segment_bytes(segment), stop_reason=stop,
+            ids=tuple(ids), raw_ids=tuple(row.raw), text=tok.decode(ids, skip_special_tokens=True),
+            raw_text=tok.decode(row.raw, skip_special_tokens=False), logprob=float(sum(row.logprobs)),
+            backtracks=_runs(row.raw, bid), hidden=None if h is None else h.float().cpu(), p_backtrack_policy=p_b,
+            state=state, rejected=rejected, finished=finished, answer=answer, kv_bytes=kv_bytes, stop_reason=stop,
         )
 
 

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from policy.decoding import RewindBatch
+from policy.decoding import new_store, prefill
 from policy.layout import RunEvent, apply_backspaces, backspace_trace
 from policy.prompts import encode_text
-from policy.sampling import SamplingConfig, choose_tokens, row_generators
+from policy.sampling import SamplingConfig, row_generators
+from policy.stepper import Row, StepConfig, Stepper
 from search.config import SearchConfig
 from search.knobs import knob, knob_of
 
@@ -159,95 +160,66 @@ def generate(
     seeds = list(seeds) if seeds is not None else [row_seed(seed, i) for i in range(len(encoded))]
     out: list[Generation | None] = [None] * len(encoded)
     bar = tqdm(total=len(encoded), desc="generate", disable=not progress, unit="seq")
+    store = new_store(policy.model)  # one store for every batch: a shared prompt prefix is run once
     for start in range(0, len(encoded), batch_size):
         idx = list(range(start, min(start + batch_size, len(encoded))))
         for i, g in _decode_batch(policy, [encoded[i] for i in idx], idx, [seeds[i] for i in idx], rewind=rewind,
                                   max_new_tokens=max_new_tokens, sampling=sampling, backtrack_bias=backtrack_bias,
                                   max_backtracks=max_backtracks, per_step=max_backtracks_per_step,
-                                  stop_at_answer=stop_at_answer, return_hidden=return_hidden, on_forward=on_forward):
+                                  stop_at_answer=stop_at_answer, return_hidden=return_hidden, on_forward=on_forward,
+                                  store=store):
             out[i] = g
             bar.update(1)
     bar.close()
     return out  # type: ignore[return-value]
 
 
-@dataclass
-class _Track:
-    """Per-row output being built."""
+class _GenerateRules:
+    """``generate``'s stop rules (before a token is fed: EOS, the answer line, the token budget, the context)."""
 
-    index: int
-    raw: list[int]
-    logprobs: list[float]
-    hidden: list[torch.Tensor]
-    step_b: int = 0
-    cap_hit: bool = False
+    def __init__(self, policy, *, max_new_tokens: int, stop_at_answer: bool, newlines: frozenset[int]):
+        self.tok, self.bid, self.eos = policy.tokenizer, policy.backtrack_id, policy.tokenizer.eos_token_id
+        self.limit, self.max_new_tokens = policy.max_positions, max_new_tokens
+        self.stop_at_answer, self.newlines = stop_at_answer, newlines
+
+    def before_feed(self, row: Row, c: int) -> str | None:
+        if c == self.eos:
+            return "eos"
+        if self.stop_at_answer and c in self.newlines and _answer_done(self.tok, self.bid, row.raw):
+            return "answer"
+        if len(row.raw) >= self.max_new_tokens:
+            return "max_new_tokens"
+        if self.limit is not None and row.handle.length + 1 >= self.limit:
+            return "context"
+        return None
+
+    def after_feed(self, row: Row, c: int) -> None:
+        return None
 
 
 @torch.no_grad()
 def _decode_batch(policy, prompts, indices, seeds, *, rewind, max_new_tokens, sampling, backtrack_bias,
-                  max_backtracks, per_step, stop_at_answer, return_hidden, on_forward):
-    tok = policy.tokenizer
-    bid = policy.backtrack_id
-    eos = tok.eos_token_id
-    newlines = newline_token_ids(tok)
-    limit = policy.max_positions
-    batch = RewindBatch(policy.model, bid, rewind=rewind)
-    logits, hidden = batch.prefill(prompts)
+                  max_backtracks, per_step, stop_at_answer, return_hidden, on_forward, store=None):
+    newlines = newline_token_ids(policy.tokenizer)
+    store = store if store is not None else new_store(policy.model)
+    roots, logits, hidden, _ = prefill(policy.model, store, prompts)
     if on_forward is not None:
         on_forward(list(indices), logits, hidden)
-    gens = None if sampling.greedy else row_generators(seeds, logits.device)
-    tracks = [_Track(index=i, raw=[], logprobs=[], hidden=[]) for i in indices]
-    while tracks:
-        if not torch.isfinite(logits).all():
-            bad = [tracks[r].index for r in range(len(tracks)) if not torch.isfinite(logits[r]).all()]
-            raise ValueError(f"the model produced NaN/inf logits for prompt(s) {bad}; check the weights and dtype")
-        logp = logits.log_softmax(-1)
-        proc = logits
-        if bid is not None:
-            proc = logits.clone()
-            proc[:, bid] += backtrack_bias
-            for r, t in enumerate(tracks):
-                if batch.rows[r].n_backtracks >= max_backtracks or t.step_b >= per_step:
-                    t.cap_hit |= batch.rows[r].n_backtracks >= max_backtracks
-                    proc[r, bid] = float("-inf")
-        chosen = choose_tokens(proc, sampling, gens)
-        chosen_list = chosen.tolist()
-        lp = logp.gather(-1, chosen[:, None]).squeeze(-1).tolist()
-        keep, done = [], []
-        for r, (t, c) in enumerate(zip(tracks, chosen_list)):
-            t.raw.append(c)
-            t.logprobs.append(lp[r])
-            if c == bid:
-                t.step_b += 1
-            elif c in newlines:
-                t.step_b = 0
-            reason = None
-            if c == eos:
-                reason = "eos"
-            elif stop_at_answer and c in newlines and _answer_done(tok, bid, t.raw):
-                reason = "answer"
-            elif len(t.raw) >= max_new_tokens:
-                reason = "max_new_tokens"
-            elif limit is not None and len(batch.rows[r].cached) + 1 >= limit:
-                reason = "context"
-            (done if reason else keep).append((r, reason))
-        for r, reason in done:
-            yield tracks[r].index, _finish(policy, batch, r, tracks[r], reason, return_hidden)
-        if not keep:
-            break
-        rows = [r for r, _ in keep]
-        if len(rows) < len(tracks):
-            batch.select(rows)
-            chosen = chosen[rows]
-            tracks = [tracks[r] for r in rows]
-            if gens is not None:
-                gens = [gens[r] for r in rows]
-        logits, hidden = batch.feed(chosen)
-        if return_hidden:
-            for r, t in enumerate(tracks):
-                t.hidden.append(hidden[r].cpu())
-        if on_forward is not None:
-            on_forward([t.index for t in tracks], logits, hidden)
+    gens = [None] * len(prompts) if sampling.greedy else row_generators(seeds, logits.device)
+    rows = [Row(index=i, handle=store.insert(root), gen=g) for i, root, g in zip(indices, roots, gens)]
+    cfg = StepConfig(backtrack_id=policy.backtrack_id, newlines=newlines, sampling=sampling, rewind=rewind,
+                     backtrack_bias=backtrack_bias, max_backtracks=max_backtracks, max_backtracks_per_line=per_step,
+                     keep_hidden=return_hidden)
+    hook = None if on_forward is None else (lambda rs, lg, hd: on_forward([r.index for r in rs], lg, hd))
+    stepper = Stepper(policy.model, store, cfg, _GenerateRules(policy, max_new_tokens=max_new_tokens,
+                                                               stop_at_answer=stop_at_answer, newlines=newlines),
+                      on_forward=hook)
+    prompt_of = dict(zip(indices, prompts))
+    for row, reason in stepper.run(rows, logits):
+        yield row.index, _finish(policy, prompt_of[row.index], row, reason, return_hidden)
+        store.release(row.handle)
+    for root in roots:
+        store.release(root)
 
 
 def _answer_done(tok, bid: int | None, raw: list[int]) -> bool:
@@ -256,12 +228,11 @@ def _answer_done(tok, bid: int | None, raw: list[int]) -> bool:
     return bool(ANSWER_LINE.search(tok.decode(alive, skip_special_tokens=True)))
 
 
-def _finish(policy, batch: RewindBatch, r: int, t: _Track, reason: str, return_hidden: bool) -> Generation:
+def _finish(policy, prompt: Sequence[int], row: Row, reason: str, return_hidden: bool) -> Generation:
     tok = policy.tokenizer
     bid = policy.backtrack_id
-    row = batch.rows[r]
-    prompt_len = row.floor
-    full = row.cached[:prompt_len] + t.raw
+    prompt_len = len(prompt)
+    full = list(prompt) + row.raw
     events = []
     if bid is not None:
         trace = backspace_trace(full, bid, prompt_len=prompt_len)
@@ -269,12 +240,12 @@ def _finish(policy, batch: RewindBatch, r: int, t: _Track, reason: str, return_h
         events = [RunEvent(start=e.start - prompt_len, length=e.length, deleted=e.deleted) for e in trace.events]
         surplus = trace.surplus
     else:
-        alive, surplus = list(t.raw), 0
-    hidden = torch.stack(t.hidden) if return_hidden and t.hidden else (
+        alive, surplus = list(row.raw), 0
+    hidden = torch.stack(row.fed_hidden) if return_hidden and row.fed_hidden else (
         torch.zeros(0, policy.hidden_size) if return_hidden else None)
     return Generation(
-        prompt_ids=tuple(row.cached[:prompt_len]), raw_ids=tuple(t.raw), ids=tuple(alive),
-        text=tok.decode(alive, skip_special_tokens=True), raw_text=tok.decode(t.raw, skip_special_tokens=False),
-        backtracks=tuple(events), logprobs=tuple(t.logprobs), stop_reason=reason, surplus_backtracks=surplus,
-        backtrack_cap_hit=t.cap_hit, hidden=hidden,
+        prompt_ids=tuple(prompt), raw_ids=tuple(row.raw), ids=tuple(alive),
+        text=tok.decode(alive, skip_special_tokens=True), raw_text=tok.decode(row.raw, skip_special_tokens=False),
+        backtracks=tuple(events), logprobs=tuple(row.logprobs), stop_reason=reason, surplus_backtracks=surplus,
+        backtrack_cap_hit=row.cap_hit, hidden=hidden,
     )

@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "BackspaceTrace",
     "CacheLayout",
+    "RewindCounter",
     "RunEvent",
     "apply_backspaces",
     "backspace_trace",
@@ -89,6 +90,33 @@ def _validate(ids: Sequence[int], backtrack_id: int, prompt_len: int, vocab_size
     return ids
 
 
+@dataclass
+class RewindCounter:
+    """The cache simulation of one sequence past its floor, by counts: what a decoder needs to
+    apply deferred deletion (DESIGN §1). ``_simulate`` below and ``policy.stepper`` both run it,
+    so the training layout and the physical rewind cannot disagree."""
+
+    alive: int = 0  # cached tokens past the floor that are alive (the run's ⟨b⟩ excluded)
+    run: int = 0  # ⟨b⟩ of the run in progress (still cached: deletion is deferred)
+
+    def feed(self, is_backtrack: bool) -> tuple[int, int] | None:
+        """Account one fed token. Returns ``(k, deleted)`` when it closes a run: the cache must
+        first drop its newest ``k + deleted`` entries (the run's ⟨b⟩ and the tokens they delete)."""
+        closed = self.close() if self.run and not is_backtrack else None
+        if is_backtrack:
+            self.run += 1
+        else:
+            self.alive += 1
+        return closed
+
+    def close(self) -> tuple[int, int]:
+        """End the run in progress: ``(k, deleted)``, ``deleted = min(k, alive)`` (the floor is never deleted)."""
+        k, deleted = self.run, min(self.run, self.alive)
+        self.alive -= deleted
+        self.run = 0
+        return k, deleted
+
+
 def _simulate(ids: list[int], backtrack_id: int, prompt_len: int, *, want_rows: bool):
     """Feed ``ids`` through a simulated cache. Returns (alive indices, events, rows, positions).
 
@@ -96,34 +124,31 @@ def _simulate(ids: list[int], backtrack_id: int, prompt_len: int, *, want_rows: 
     Prompt tokens are never backspaces: a ⟨b⟩ id inside the prompt is an ordinary token.
     """
     cache: list[int] = []  # raw indices currently in the cache, in order
-    run: list[int] = []  # raw indices of the ⟨b⟩ of the run in progress
+    run_start = 0  # raw index of the first ⟨b⟩ of the run in progress
+    sim = RewindCounter()
     events: list[RunEvent] = []
     rows: list[list[int]] = []
     positions: list[int] = []
 
-    def close_run() -> None:
-        # Drop the run's ⟨b⟩ and up to len(run) alive non-prompt tokens before it.
-        k = len(run)
-        del cache[-k:]
-        deletable = sum(1 for i in cache if i >= prompt_len)
-        deleted = min(k, deletable)
-        if deleted:
-            del cache[-deleted:]
-        events.append(RunEvent(start=run[0], length=k, deleted=deleted))
-        run.clear()
+    def drop(closed: tuple[int, int]) -> None:
+        k, deleted = closed
+        del cache[len(cache) - k - deleted:]
+        events.append(RunEvent(start=run_start, length=k, deleted=deleted))
 
     for t, tok in enumerate(ids):
         is_b = tok == backtrack_id and t >= prompt_len
-        if not is_b and run:
-            close_run()
+        if t >= prompt_len:
+            if is_b and not sim.run:
+                run_start = t
+            closed = sim.feed(is_b)
+            if closed:
+                drop(closed)
         positions.append(len(cache))
         cache.append(t)
         if want_rows:
             rows.append(list(cache))
-        if is_b:
-            run.append(t)
-    if run:
-        close_run()
+    if sim.run:
+        drop(sim.close())
     return cache, events, rows, positions
 
 

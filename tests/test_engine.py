@@ -47,7 +47,7 @@ def test_node_states_equal_from_scratch_forward(bias):
         torch.testing.assert_close(smp.state.next_logits, out.logits[0, -1], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(smp.hidden, out.hidden_states[-1][0, -1], atol=1e-4, rtol=1e-4)
         # the stored segment is the KV of exactly this node's alive tokens
-        assert smp.state.segment[0][0].shape[1] == len(smp.ids)
+        assert len(smp.state.kv.slots) == len(smp.state.kv.tokens) == len(smp.ids)
         checked += 1
     assert checked >= 4
     if bias:
@@ -97,7 +97,7 @@ def test_release_frees_kv_and_accounting():
         if smp.state is not None:
             eng.release(smp.state)
     assert eng.kv_bytes == 0
-    assert all(pr.state.segment is None for pr in prompts)
+    assert all(pr.state.kv.freed for pr in prompts)
 
 
 def test_tokens_run_accounting():

@@ -25,7 +25,7 @@ from policy import (
     load_policy,
 )
 from policy.collator import Collator
-from policy.decoding import RewindBatch
+from policy.decoding import new_store, prefill
 from policy.generate import generate
 from policy.prompt_spec import prompt_format_from_spec
 from policy.prompts import PLAIN, PromptFormat, encode_text, few_shot
@@ -85,8 +85,7 @@ def test_generate_equals_model_generate(smollm2, gsm8k):
 
 def test_decoding_reads_the_last_hidden_state_without_all_layers(smollm2):
     prompt = smollm2.prompt_ids("What is 7 times 6?")
-    batch = RewindBatch(smollm2.model, smollm2.backtrack_id)
-    logits, hidden = batch.prefill([prompt])
+    _, logits, hidden, _ = prefill(smollm2.model, new_store(smollm2.model), [prompt])
     with torch.no_grad():
         out = smollm2.model(input_ids=torch.tensor([prompt]), output_hidden_states=True)
     assert torch.allclose(hidden[0], out.hidden_states[-1][0, -1], atol=1e-4)

@@ -15,7 +15,7 @@ import torch
 
 from experiments.bench.setup import Setup
 from experiments.bench.timing import Row, check, paired
-from policy.decoding import RewindBatch
+from policy.decoding import RewindBatch, new_store, prefill
 from policy.generate import generate
 from verifier import VerifierHead
 
@@ -57,8 +57,8 @@ def decoding_rows(setup: Setup) -> list[Row]:
                     name=f"cost of one rewind (run of 2 ⟨b⟩, batch {max(s.decode_batches)})",
                     ours=cost["median_s"] * 1e6, peer=step_s * 1e6, unit="µs", peer_name="one decode step",
                     ratio=share, ratio_means="rewind ÷ decode step (a share; lower is better)",
-                    note=f"cache roll of one row over {cost['layers']} layers + the common-padding crop, "
-                         f"{cost['width']} cache slots; median of {s.rewind_reps}.",
+                    note=f"KVStore.truncate of one row (its newest slots go back to the lane; no KV moves; "
+                         f"{cost['layers']} layers, {cost['width']} slots wide); median of {s.rewind_reps}.",
                     extra={**cost, "decode_step_s": step_s}))
     return rows
 
@@ -70,36 +70,33 @@ def _times(res: dict) -> dict:
 
 @torch.no_grad()
 def rewind_cost(setup: Setup, *, batch: int, reps: int, run: int = 2, fed: int = 32) -> dict:
-    """Median wall time of one rewind: closing a ⟨b⟩-run of ``run`` in one row of a ``batch``-row
-    cache that holds a prompt and ``fed`` generated tokens.
+    """Median wall time of one rewind: closing a ⟨b⟩-run of ``run`` (which deletes ``run`` tokens)
+    in one row of a ``batch``-row store that holds the prompts and ``fed`` generated tokens.
 
-    Times ``RewindBatch._close_run`` + ``_crop_common_padding`` directly: a whole ``feed`` costs a
-    forward (~1000× more), so its difference with and without a rewind would drown in noise.
-    The row's bookkeeping is restored between repetitions; the cache contents after repeated
-    rolls are meaningless, but their cost is the same."""
+    Times ``KVStore.truncate`` directly (a rewind is a length decrement: the row's newest slots go
+    back to its lane, no KV moves): a whole ``feed`` costs a forward (~1000× more), so its
+    difference with and without a rewind would drown in noise. The slots are re-taken between
+    repetitions (untimed); their contents are meaningless, their cost is the same."""
     policy = setup.policy
-    rb = RewindBatch(policy.model, policy.backtrack_id)
+    store = new_store(policy.model)
     prompts = [policy.tokenizer.encode(p, add_special_tokens=False) for p in setup.prompts(batch)]
-    rb.prefill(prompts)
+    roots, _, _, _ = prefill(policy.model, store, prompts)
+    rb = RewindBatch(policy.model, store, [store.insert(r) for r in roots], policy.backtrack_id)
     tok = policy.tokenizer.encode("1", add_special_tokens=False)[0]
     for _ in range(fed):
-        rb.feed(torch.full((batch,), tok, dtype=torch.long))
-    pad0 = rb.pad.clone()
+        rb.feed([tok] * batch)
     row = rb.rows[0]
-    cached0 = list(row.cached)
     times = []
     for _ in range(reps):
-        row.cached = cached0 + [policy.backtrack_id] * run
-        row.run = run
-        rb.pad = pad0.clone()
+        store.extend(row, [policy.backtrack_id] * run)
         t0 = time.perf_counter()
-        rb._close_run(0)
-        rb._crop_common_padding()
+        store.truncate(row, 2 * run)
         if setup.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "layers": len(rb.cache.layers),
-            "width": rb.width, "batch": batch, "run": run}
+        store.extend(row, [tok] * run)
+    return {"median_s": statistics.median(times), "min_s": min(times), "layers": store.pool.n_layers,
+            "width": store.pool.width(), "batch": batch, "run": run}
 
 
 class _TimedScorer:
