@@ -124,15 +124,19 @@ def prefill(model: torch.nn.Module, store: KVStore, prompts: Sequence[Sequence[i
     run = [0] * len(prompts)
     matches = [_match(store, p, share_min) for p in prompts]
     lonely = [i for i, m in enumerate(matches) if m[0] is None]
-    if share_min is not None and len(lonely) > 1:
-        n = min(min(_common_prefix(prompts[lonely[0]], prompts[i]) for i in lonely[1:]),
-                min(len(prompts[i]) for i in lonely) - 1)
+    while share_min is not None and len(lonely) > 1:  # group prompts by a long common prefix
+        first = prompts[lonely[0]]
+        group = [lonely[0]] + [i for i in lonely[1:] if _common_prefix(first, prompts[i]) >= share_min]
+        lonely = [i for i in lonely if i not in group]
+        if len(group) < 2:
+            continue
+        n = min(min(_common_prefix(first, prompts[i]) for i in group), min(len(prompts[i]) for i in group) - 1)
         if n >= share_min:
             shared = store.insert(None, cached=True)
-            forward_items(model, store, [(shared, list(prompts[lonely[0]][:n]))])
+            forward_items(model, store, [(shared, list(first[:n]))])
             store.release(shared)  # stays cached (matchable) until evicted
-            run[lonely[0]] += n
-            for i in lonely:
+            run[group[0]] += n
+            for i in group:
                 matches[i] = (shared, n)
     roots, items = [], []
     for p, (h, n) in zip(prompts, matches):

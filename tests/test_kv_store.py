@@ -1,0 +1,147 @@
+"""The KV store: its operation-level API, its byte counts and its refusals of bad input."""
+
+import pytest
+import torch
+from test_generate import lively_policy
+
+from policy.decoding import RewindBatch, forward_items, new_store, prefill
+from policy.kv_store import KVStore
+from policy.layout import RewindCounter, cache_layout
+
+
+def _store():
+    """A CPU store whose pool has been written once (so bytes per slot are known)."""
+    p = lively_policy(seed=11)
+    store = new_store(p.model, capacity=8)
+    return p, store
+
+
+def test_bytes_count_every_live_slot_and_peak_keeps_the_maximum():
+    p, store = _store()
+    root = store.insert(None)
+    forward_items(p.model, store, [(root, [5, 6, 7, 8])])
+    per = store.pool.bytes_per_slot
+    assert per > 0 and store.bytes == 4 * per
+    kids = store.fork(root, 2)
+    forward_items(p.model, store, [(kids[0], [9]), (kids[1], [10, 11])])
+    assert store.bytes == 7 * per  # the children read the root in place: no copy of its 4 slots
+    store.truncate(kids[1], 1)  # a rewind gives its slot back
+    assert store.bytes == 6 * per and store.peak_bytes == 7 * per
+    store.release(root)
+    assert store.bytes == 6 * per, "the children still read the root's slots"
+    for k in kids:
+        store.release(k)
+    assert store.bytes == 0 and root.freed
+    assert store.pool.occupied[:, 1:].sum() == 0
+
+
+def test_released_handles_refuse_use_and_double_release():
+    p, store = _store()
+    root = store.insert(None)
+    forward_items(p.model, store, [(root, [5, 6])])
+    store.release(root)
+    with pytest.raises(ValueError, match="already released"):
+        store.release(root)
+    with pytest.raises(ValueError, match="freed|released"):
+        store.fork(root, 1)
+    with pytest.raises(ValueError, match="freed|released"):
+        store.extend(root, [3])
+
+
+def test_truncate_and_extend_refuse_a_handle_with_children():
+    p, store = _store()
+    root = store.insert(None)
+    forward_items(p.model, store, [(root, [5, 6, 7])])
+    store.fork(root, 1)
+    with pytest.raises(ValueError, match="children or locks"):
+        store.truncate(root, 1)
+    with pytest.raises(ValueError, match="children or locks"):
+        store.extend(root, [1])
+    with pytest.raises(ValueError, match="n >= 1"):
+        store.fork(root, 0)
+
+
+def test_match_finds_the_longest_cached_prefix_and_refuses_an_empty_query():
+    p, store = _store()
+    a, b = store.insert(None, cached=True), store.insert(None, cached=True)
+    forward_items(p.model, store, [(a, [1, 2, 3, 4]), (b, [1, 2, 9])])
+    assert store.match([1, 2, 3, 4, 5]) == (a, 4)
+    assert store.match([1, 2, 9, 9]) == (b, 3)
+    assert store.match([7]) == (None, 0)
+    with pytest.raises(ValueError, match="at least one token"):
+        store.match([])
+
+
+def test_evict_frees_released_cached_handles_and_refuses_locked_bytes():
+    p, store = _store()
+    a, b = store.insert(None, cached=True), store.insert(None, cached=True)
+    forward_items(p.model, store, [(a, [1, 2, 3]), (b, [4, 5])])
+    per = store.pool.bytes_per_slot
+    store.release(a)
+    store.lock(b)
+    store.release(b)
+    assert store.bytes == 5 * per, "released cached handles stay until evicted"
+    assert store.evictable_bytes() == 3 * per
+    with pytest.raises(ValueError, match="locked or in use"):
+        store.evict(4 * per)
+    assert store.evict(3 * per) == 3 * per and store.bytes == 2 * per
+    assert store.match([1, 2, 3]) == (b, 0) or store.match([1, 2, 3])[0] is None
+    store.unlock(b)
+    with pytest.raises(ValueError, match="holds no lock"):
+        store.unlock(b)
+    assert store.evict(2 * per) == 2 * per and store.bytes == 0
+    with pytest.raises(ValueError, match="nbytes >= 0"):
+        store.evict(-1)
+
+
+def test_prefill_runs_a_shared_prefix_once_and_copies_it_exactly():
+    p = lively_policy(seed=12)
+    store = new_store(p.model)
+    shared = list(range(5, 45))
+    prompts = [shared + [50, 51], shared + [52], shared[:10]]
+    roots, logits, hidden, run = prefill(p.model, store, prompts, share_min=32)
+    assert run[0] == 40 + 2 and run[1] == 1 and run[2] == 10  # the 40 shared tokens ran once
+    for i, pr in enumerate(prompts):
+        ref = p.model(input_ids=torch.tensor([pr]))
+        torch.testing.assert_close(logits[i], ref.logits[0, -1], atol=1e-4, rtol=1e-4)
+    # a later call matches the cached prefix across problems: nothing of it runs again
+    more, logits2, _, run2 = prefill(p.model, store, [shared + [53, 54]], share_min=32)
+    assert run2 == [2]
+    torch.testing.assert_close(logits2[0], p.model(input_ids=torch.tensor([shared + [53, 54]])).logits[0, -1],
+                               atol=1e-4, rtol=1e-4)
+    assert store.match(shared + [1])[1] == 40
+
+
+def test_rewind_counter_is_the_layout_simulation():
+    """Decoding's rewind bookkeeping and the training layout run the same simulation."""
+    b = 99
+    ids = [1, 2, 3, 4, b, b, 5, 6, b, b, b, b, 7, b]
+    prompt_len = 2
+    lay = cache_layout(ids, b, prompt_len=prompt_len)
+    sim, cache = RewindCounter(), list(ids[:prompt_len])
+    for t, tok in enumerate(ids[prompt_len:], start=prompt_len):
+        closed = sim.feed(tok == b)
+        if closed:
+            del cache[len(cache) - sum(closed):]
+        assert len(cache) == int(lay.position_ids[t]), f"position of token {t}"
+        cache.append(tok)
+
+
+def test_rewind_batch_frees_the_deleted_slots():
+    p = lively_policy(seed=13)
+    store = new_store(p.model)
+    roots, _, _, _ = prefill(p.model, store, [[5, 6, 7]])
+    row = store.insert(roots[0])
+    batch = RewindBatch(p.model, store, [row], p.backtrack_id)
+    for t in (10, 11, p.backtrack_id, p.backtrack_id):
+        batch.feed([t])
+    assert row.tokens == [10, 11, p.backtrack_id, p.backtrack_id]
+    _, _, deleted = batch.feed([12])
+    assert deleted == [2] and row.tokens == [12] and store.live_slots == 4
+
+
+def test_store_without_a_write_counts_zero_bytes():
+    store = KVStore(2, torch.device("cpu"))
+    h = store.insert(None)
+    assert store.bytes == 0 and store.capacity_bytes == 0
+    store.release(h)
