@@ -219,3 +219,12 @@ def test_reference_steps_are_labelled_like_the_checker_and_viewed_like_decoding(
     assert 0 < int(zeroed.sum()) < len(d)
     assert torch.equal(dropped.ids, b.ids) and torch.equal(dropped.mask, b.mask)
     assert _drop_features(b, 0.0) is b
+
+
+def test_malformed_steps_score_one_whatever_the_head_says():
+    head = StepVerifier(16, width=32, layers=1)
+    h = torch.randn(5, 16)
+    views = [StepView(h, -torch.rand(5), torch.rand(5), 1, text)
+             for text in ("She has <<3*4=12>>12 pens.\n", "She has <<3*4=12\n", "She has <<3*4>>12 pens.\n")]
+    p = head.score_steps(views)
+    assert float(p[0]) < 1.0 and float(p[1]) == 1.0 and float(p[2]) == 1.0

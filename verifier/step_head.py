@@ -16,7 +16,9 @@ step's token ids and the node's depth. Architecture::
     z   = [attention-pool(x), mean(x), min lp, mean lp, max ent, log T]  # (2d + 4,)
     logit = Linear(GELU(Linear(z)))                                      # ()
 
-Then a Platt scale and bias (``calibrate``), identity until set.
+Then a Platt scale and bias (``calibrate``), identity until set. ``score_steps`` gives P = 1 to a
+step whose calculator annotation is malformed (a form rule, not a learned score: issue 14 found
+search exploiting a head that rated odd steps as error-free).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from policy.atomic import atomic_dir
+from policy.data.grading import check_steps
 
 __all__ = ["STEP_VERIFIER_KIND", "VERIFIER_FORMAT_VERSION", "StepBatch", "StepVerifier", "collate_steps"]
 
@@ -39,6 +42,15 @@ STEP_VERIFIER_KIND = "step"
 TOKEN_BUCKETS = 4096
 _WEIGHTS = "head.safetensors"
 _CONFIG = "verifier_config.json"
+
+
+def _malformed(text: str) -> bool:
+    """True when ``text`` holds a calculator annotation that does not parse (``<<3*4=12`` or ``<<=>>``).
+    Search must never prefer such a step: a learned score could rate its odd form as error-free."""
+    if "<<" not in text and ">>" not in text:
+        return False
+    errors = check_steps(text).errors
+    return bool(errors) and errors[0].kind == "malformed"
 
 
 class StepBatch:
@@ -174,6 +186,9 @@ class StepVerifier(nn.Module):
             self.train(was)
         if not torch.isfinite(probs).all():
             raise ValueError("the step verifier produced NaN scores (non-finite hidden states or corrupted weights)")
+        for i, v in enumerate(views):  # a step whose calculator annotation does not parse is wrong by its form
+            if _malformed(getattr(v, "text", "")):
+                probs[i] = 1.0
         return probs
 
     def score(self, hidden: torch.Tensor) -> torch.Tensor:
