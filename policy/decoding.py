@@ -134,16 +134,20 @@ def prefill(model: torch.nn.Module, store: KVStore, prompts: Sequence[Sequence[i
         if n >= share_min:
             shared = store.insert(None, cached=True)
             forward_items(model, store, [(shared, list(first[:n]))])
-            store.release(shared)  # stays cached (matchable) until evicted
             run[group[0]] += n
             for i in group:
                 matches[i] = (shared, n)
     roots, items = [], []
     for p, (h, n) in zip(prompts, matches):
-        root = store.copy_prefix(h, n) if h is not None else store.insert(None)
+        if h is not None and n == h.length and not h.released and h.refs == 0:
+            root = store.insert(h)  # the first user reads the shared prefix in place (no copy)
+        else:
+            root = store.copy_prefix(h, n) if h is not None else store.insert(None)
         roots.append(root)
         items.append((root, list(p[n:])))
     logits, hidden = forward_items(model, store, items)
+    for h in {id(h): h for h, _ in matches if h is not None and not h.released}.values():
+        store.release(h)  # a prefix made here: it stays cached (matchable) until evicted
     return roots, logits, hidden, [r + len(t) for r, (_, t) in zip(run, items)]
 
 
