@@ -14,17 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import search
 from experiments.bench.timing import machine
+from experiments.flags import add_config_flags, config_from_args
 from policy import load_policy
 from policy.data import load_gsm8k
 from policy.prompts import few_shot
+from search.knobs import knob
 
-__all__ = ["measure"]
+__all__ = ["EngineBenchConfig", "measure"]
 
 
 def _search(policy, problems, fmt, *, share_kv: bool, knobs: dict):
@@ -108,14 +111,24 @@ def to_markdown(r: dict) -> str:
         f"{r['distinct_tree_kv_bytes'] / 2**20:.1f} MiB | {r['capacity_over_distinct']:.2f}× |", ""])
 
 
+@dataclass(frozen=True, kw_only=True)
+class EngineBenchConfig:
+    """One engine-core benchmark run (every field a flag)."""
+
+    model: str = knob("~/.cache/rewind/smollm2/fp32", "policy folder or name")
+    out: str = knob("runs/bench-engine", "folder for engine.json and engine.md")
+    problems: int = knob(8, "GSM8K test problems in one solve_many, >= 1")
+    shots: int = knob(4, "few-shot exemplars in the prompt, >= 1")
+    width: int = knob(4, "beam width W, >= 1")
+    samples: int = knob(4, "children per beam M, >= 1")
+    depth: int = knob(3, "max_depth (steps), >= 1")
+    step_tokens: int = knob(16, "max_step_tokens, >= 1")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True, help="policy folder or name (e.g. ~/.cache/rewind/smollm2/fp32)")
-    ap.add_argument("--out", default="runs/bench-engine", help="folder for engine.json and engine.md")
-    for name, default in (("problems", 8), ("shots", 4), ("width", 4), ("samples", 4), ("depth", 3),
-                          ("step-tokens", 16)):
-        ap.add_argument(f"--{name}", type=int, default=default)
-    a = ap.parse_args(argv)
+    add_config_flags(ap, EngineBenchConfig)
+    a = config_from_args(ap.parse_args(argv), EngineBenchConfig)
     r = measure(str(Path(a.model).expanduser()), problems=a.problems, shots=a.shots, width=a.width,
                 samples=a.samples, depth=a.depth, step_tokens=a.step_tokens)
     out = Path(a.out)
