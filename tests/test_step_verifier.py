@@ -82,16 +82,19 @@ def test_fit_learns_a_planted_signal_and_ranks_siblings():
 
 def test_one_step_changes_every_parameter_group():
     d = _planted(n_groups=8)
-    head = StepVerifier(16, width=32, layers=1, dropout=0.0)
+    d.views = [StepView(v.hidden, v.logprobs, v.entropies, v.depth, ids=tuple(range(3, 3 + v.hidden.shape[0])))
+               for v in d.views]  # token ids 3..8; 5..8 are "digits" below
+    head = StepVerifier(16, width=32, layers=1, dropout=0.0, digit_ids=(5, 6, 7, 8))
     before = {k: v.clone() for k, v in head.state_dict().items()}
     from verifier.step_train import batch_of
 
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(
-        head(batch_of(d, range(len(d)), head.max_tokens)), torch.tensor(d.labels, dtype=torch.float32))
+    b = batch_of(d, range(len(d)), head)
+    assert b.place[0].tolist() == [0, 0, 4, 3, 2, 1]
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(head(b), torch.tensor(d.labels, dtype=torch.float32))
     loss.backward()
     torch.optim.SGD(head.parameters(), lr=0.1).step()
-    changed = [k for k, v in head.state_dict().items() if not torch.equal(v, before[k])]
-    assert any(k.startswith("encoder") for k in changed) and any(k.startswith("in_proj") for k in changed)
+    changed = {k.split(".")[0] for k, v in head.state_dict().items() if not torch.equal(v, before[k])}
+    assert {"encoder", "in_proj", "scalar_proj", "tok", "place", "pos", "head"} <= changed
 
 
 def test_sibling_auroc_by_hand():
@@ -104,11 +107,13 @@ def test_sibling_auroc_by_hand():
 
 def test_save_load_round_trip_and_calibration(tmp_path):
     d = _planted(n_groups=20)
-    head = StepVerifier(16, width=32, layers=1, tokenizer_fingerprint="abc")
+    d.views = [StepView(v.hidden, v.logprobs, v.entropies, v.depth, ids=(5, 6, 3, 7, 8, 4)) for v in d.views]
+    head = StepVerifier(16, width=32, layers=1, tokenizer_fingerprint="abc", digit_ids=(5, 6, 7, 8))
+    torch.nn.init.normal_(head.place.weight)
     calibrate_steps(head, d)
     head.save(tmp_path / "v")
     back = load_verifier(tmp_path / "v")
-    assert isinstance(back, StepVerifier)
+    assert isinstance(back, StepVerifier) and back.digit_ids == head.digit_ids
     torch.testing.assert_close(back.score_steps(d.views), head.score_steps(d.views))
     assert float(back.logit_scale) == float(head.logit_scale)
 

@@ -11,7 +11,7 @@ Input per node (``search.interfaces.StepView``): ``hidden [T, H]``, ``logprobs [
 ``entropies [T]`` — all computed by decoding already (no second forward of the policy) —, the
 step's token ids and the node's depth. Architecture::
 
-    x_t = Linear(LayerNorm(h_t)) + Linear([lp_t, ent_t]) + pos_t + emb(id_t mod 4096)   # (T, d)
+    x_t = Linear(LayerNorm(h_t)) + Linear([lp_t, ent_t]) + pos_t + emb(id_t mod 4096) + place_t   # (T, d)
     x   = TransformerEncoder(x, 2 layers, pre-norm, key padding mask)    # (T, d)
     z   = [attention-pool(x), mean(x), min lp, mean lp, max ent, log T]  # (2d + 4,)
     logit = Linear(GELU(Linear(z)))                                      # ()
@@ -35,7 +35,8 @@ from torch import nn
 from policy.atomic import atomic_dir
 from policy.data.grading import check_steps
 
-__all__ = ["STEP_VERIFIER_KIND", "VERIFIER_FORMAT_VERSION", "StepBatch", "StepVerifier", "collate_steps"]
+__all__ = ["STEP_VERIFIER_KIND", "VERIFIER_FORMAT_VERSION", "StepBatch", "StepVerifier", "collate_steps", "digit_places",
+           "digit_token_ids"]
 
 VERIFIER_FORMAT_VERSION = 1  # of every saved verifier folder (``verifier.head`` reads it from here)
 STEP_VERIFIER_KIND = "step"
@@ -55,25 +56,54 @@ def _malformed(text: str) -> bool:
 
 class StepBatch:
     """Padded steps: ``hidden [N, T, H]``, ``scalars [N, T, 2]`` (log-prob, entropy),
-    ``mask [N, T]`` (True = a real token), ``depth [N]``, ``ids [N, T]`` (token ids, -1 unknown)."""
+    ``mask [N, T]`` (True = a real token), ``depth [N]``, ``ids [N, T]`` (token ids, -1 unknown),
+    ``place [N, T]`` (a digit token's place in its number counted from the right, 1..8; 0 otherwise)."""
 
     def __init__(self, hidden: torch.Tensor, scalars: torch.Tensor, mask: torch.Tensor, depth: torch.Tensor,
-                 ids: torch.Tensor | None = None):
+                 ids: torch.Tensor | None = None, place: torch.Tensor | None = None):
         self.hidden, self.scalars, self.mask, self.depth = hidden, scalars, mask, depth
         self.ids = ids if ids is not None else torch.full(mask.shape, -1, dtype=torch.long)
+        self.place = place if place is not None else torch.zeros(mask.shape, dtype=torch.long)
 
     def __len__(self) -> int:
         return int(self.hidden.shape[0])
 
     def to(self, device: torch.device) -> StepBatch:
         return StepBatch(self.hidden.to(device), self.scalars.to(device), self.mask.to(device), self.depth.to(device),
-                         self.ids.to(device))
+                         self.ids.to(device), self.place.to(device))
+
+
+MAX_PLACE = 8
+
+
+def digit_places(ids: Sequence[int], digit_ids: frozenset[int]) -> list[int]:
+    """For each token, its place in a run of digit tokens counted from the right (units = 1, tens
+    = 2, ..., capped at ``MAX_PLACE``), 0 for a non-digit: the alignment that comparing a written
+    result with its operands needs (the idea of Abacus embeddings, McLeish et al. 2024)."""
+    out, run = [0] * len(ids), 0
+    for j in range(len(ids) - 1, -1, -1):
+        run = run + 1 if ids[j] in digit_ids else 0
+        out[j] = min(run, MAX_PLACE)
+    return out
+
+
+def digit_token_ids(tokenizer) -> list[int]:
+    """Ids of the tokens that decode to digits only (``"7"``, or ``"123"`` in a BPE vocabulary)."""
+    vocab = tokenizer.get_vocab()
+    out = []
+    for piece, i in vocab.items():
+        if any(c.isdigit() for c in piece):
+            text = tokenizer.decode([i]).strip()
+            if text and text.isdigit() and text.isascii():
+                out.append(int(i))
+    return sorted(out)
 
 
 def collate_steps(hidden: Sequence[torch.Tensor], logprobs: Sequence[torch.Tensor], entropies: Sequence[torch.Tensor],
-                  depth: Sequence[int], *, max_tokens: int, ids: Sequence[Sequence[int]] | None = None) -> StepBatch:
+                  depth: Sequence[int], *, max_tokens: int, ids: Sequence[Sequence[int]] | None = None,
+                  digit_ids: frozenset[int] = frozenset()) -> StepBatch:
     """Pad N steps into a ``StepBatch``; a step longer than ``max_tokens`` keeps its last tokens
-    (the result and the end of the line)."""
+    (the result and the end of the line). ``digit_ids`` mark digit tokens (``place``)."""
     if not hidden:
         raise ValueError("no steps to score")
     n = len(hidden)
@@ -85,16 +115,20 @@ def collate_steps(hidden: Sequence[torch.Tensor], logprobs: Sequence[torch.Tenso
     out_s = torch.zeros(n, T, 2)
     mask = torch.zeros(n, T, dtype=torch.bool)
     tok = torch.full((n, T), -1, dtype=torch.long)
+    place = torch.zeros(n, T, dtype=torch.long)
     for i, (h, lp, ent, t) in enumerate(zip(hidden, logprobs, entropies, lens)):
         if ids is not None and len(ids[i]) == h.shape[0]:
-            tok[i, :t] = torch.as_tensor(list(ids[i])[-t:], dtype=torch.long)
+            tail = list(ids[i])[-t:]
+            tok[i, :t] = torch.as_tensor(tail, dtype=torch.long)
+            if digit_ids:
+                place[i, :t] = torch.as_tensor(digit_places(tail, digit_ids), dtype=torch.long)
         if h.dim() != 2 or h.shape[-1] != H:
             raise ValueError(f"step {i}: hidden must be [T, {H}], got {tuple(h.shape)}")
         out_h[i, :t] = h[-t:].float()
         out_s[i, :t, 0] = lp.reshape(-1)[-t:].float().clamp(min=-30.0)
         out_s[i, :t, 1] = ent.reshape(-1)[-t:].float()
         mask[i, :t] = True
-    return StepBatch(out_h, out_s, mask, torch.as_tensor(list(depth), dtype=torch.float32), tok)
+    return StepBatch(out_h, out_s, mask, torch.as_tensor(list(depth), dtype=torch.float32), tok, place)
 
 
 class StepVerifier(nn.Module):
@@ -104,7 +138,8 @@ class StepVerifier(nn.Module):
     """
 
     def __init__(self, hidden_size: int, *, width: int = 96, layers: int = 2, heads: int = 4,
-                 max_tokens: int = 96, dropout: float = 0.1, tokenizer_fingerprint: str | None = None):
+                 max_tokens: int = 96, dropout: float = 0.1, tokenizer_fingerprint: str | None = None,
+                 digit_ids: Sequence[int] = ()):
         super().__init__()
         for name, v in (("hidden_size", hidden_size), ("width", width), ("layers", layers), ("heads", heads),
                         ("max_tokens", max_tokens)):
@@ -123,6 +158,8 @@ class StepVerifier(nn.Module):
         self.pos = nn.Embedding(max_tokens, width)
         # the step's own token ids, hashed into a bounded table (a real vocabulary is 50k+ ids); row 0 = unknown
         self.tok = nn.Embedding(TOKEN_BUCKETS + 1, width)
+        self.digit_ids = frozenset(int(i) for i in digit_ids)
+        self.place = nn.Embedding(MAX_PLACE + 1, width)  # a digit's place in its number (0: not a digit)
         layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -144,7 +181,7 @@ class StepVerifier(nn.Module):
         pos = torch.arange(T, device=self.device)
         tok = torch.where(b.ids >= 0, b.ids % TOKEN_BUCKETS + 1, torch.zeros_like(b.ids))  # (N, T)
         x = (self.in_proj(self.in_norm(b.hidden)) + self.scalar_proj(b.scalars) + self.pos(pos)[None]
-             + self.tok(tok))  # (N, T, d)
+             + self.tok(tok) + self.place(b.place))  # (N, T, d)
         x = self.out_norm(self.encoder(x, src_key_padding_mask=~b.mask))  # (N, T, d)
         m = b.mask.float()  # (N, T)
         attn = self.pool_query(x).squeeze(-1).masked_fill(~b.mask, float("-inf")).softmax(-1)  # (N, T)
@@ -171,7 +208,7 @@ class StepVerifier(nn.Module):
                                  f"policy of hidden size {self.hidden_size}), got {tuple(v.hidden.shape)}")
         return collate_steps([v.hidden for v in views], [v.logprobs for v in views], [v.entropies for v in views],
                              [v.depth for v in views], max_tokens=self.max_tokens,
-                             ids=[getattr(v, "ids", ()) for v in views])
+                             ids=[getattr(v, "ids", ()) for v in views], digit_ids=self.digit_ids)
 
     @torch.no_grad()
     def score_steps(self, views: Sequence) -> torch.Tensor:
@@ -199,7 +236,8 @@ class StepVerifier(nn.Module):
     def config(self) -> dict:
         return {"format_version": VERIFIER_FORMAT_VERSION, "kind": STEP_VERIFIER_KIND, "hidden_size": self.hidden_size,
                 "width": self.width, "layers": self.layers, "heads": self.heads, "max_tokens": self.max_tokens,
-                "dropout": self.dropout, "tokenizer_fingerprint": self.tokenizer_fingerprint}
+                "dropout": self.dropout, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                "digit_ids": sorted(self.digit_ids)}
 
     def save(self, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
         path = Path(path)
@@ -212,10 +250,13 @@ class StepVerifier(nn.Module):
     def from_folder(cls, path: Path, cfg: dict) -> StepVerifier:
         head = cls(int(cfg["hidden_size"]), width=int(cfg["width"]), layers=int(cfg["layers"]), heads=int(cfg["heads"]),
                    max_tokens=int(cfg["max_tokens"]), dropout=float(cfg.get("dropout", 0.0)),
-                   tokenizer_fingerprint=cfg.get("tokenizer_fingerprint"))
+                   tokenizer_fingerprint=cfg.get("tokenizer_fingerprint"), digit_ids=cfg.get("digit_ids", ()))
         weights = path / _WEIGHTS
         if not weights.exists():
             raise FileNotFoundError(f"{weights} is missing; the verifier folder is incomplete")
-        head.load_state_dict(load_file(str(weights)))
+        state = load_file(str(weights))
+        if "digit_ids" not in cfg:  # saved before digit places existed: the place table adds nothing
+            state.setdefault("place.weight", torch.zeros_like(head.place.weight))
+        head.load_state_dict(state)
         head.eval()
         return head

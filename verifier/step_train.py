@@ -28,7 +28,7 @@ from verifier.head import tokenizer_fingerprint
 from verifier.metrics import auroc
 from verifier.splits import reference_problems, split_problems, verifier_problems
 from verifier.step_data import StepData, add_counterfactuals, collect_steps, reference_steps
-from verifier.step_head import StepBatch, StepVerifier, collate_steps
+from verifier.step_head import StepBatch, StepVerifier, digit_token_ids
 
 __all__ = ["batch_of", "calibrate_steps", "evaluate_steps", "fit_step_verifier", "score_data", "sibling_auroc",
            "step_summary", "train_step_verifier"]
@@ -53,10 +53,8 @@ def sibling_auroc(scores: Sequence[float], labels: Sequence[int], groups: Sequen
     return {"auroc": (wins / pairs) if pairs else None, "pairs": pairs, "groups": n_groups}
 
 
-def batch_of(data: StepData, rows: Sequence[int], max_tokens: int) -> StepBatch:
-    vs = [data.views[i] for i in rows]
-    return collate_steps([v.hidden for v in vs], [v.logprobs for v in vs], [v.entropies for v in vs],
-                         [v.depth for v in vs], max_tokens=max_tokens, ids=[v.ids for v in vs])
+def batch_of(data: StepData, rows: Sequence[int], head: StepVerifier) -> StepBatch:
+    return head.batch_of([data.views[i] for i in rows])
 
 
 @torch.no_grad()
@@ -68,7 +66,7 @@ def score_data(head: StepVerifier, data: StepData, *, batch_size: int = 512) -> 
     try:
         for i in range(0, len(data), batch_size):
             rows = range(i, min(len(data), i + batch_size))
-            out += torch.sigmoid(head(batch_of(data, rows, head.max_tokens))).tolist()
+            out += torch.sigmoid(head(batch_of(data, rows, head))).tolist()
     finally:
         head.train(was)
     return out
@@ -109,14 +107,15 @@ def _drop_features(batch: StepBatch, p: float) -> StepBatch:
         return batch
     keep = (torch.rand(len(batch)) >= p).float()
     return StepBatch(batch.hidden * keep[:, None, None], batch.scalars * keep[:, None, None], batch.mask, batch.depth,
-                     batch.ids)
+                     batch.ids, batch.place)
 
 
 def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int, width: int = 96, layers: int = 2,
                       heads: int = 4, max_tokens: int = 96, dropout: float = 0.1, lr: float = 1e-3,
                       weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 30, patience: int = 5,
                       pair_weight: float = 1.0, feature_dropout: float = 0.0, seed: int = 0,
-                      fingerprint: str | None = None, progress: bool = True) -> tuple[StepVerifier, list[dict]]:
+                      fingerprint: str | None = None, digit_ids: Sequence[int] = (),
+                      progress: bool = True) -> tuple[StepVerifier, list[dict]]:
     """Train a ``StepVerifier``; keep the weights of the epoch with the best validation sibling AUROC."""
     if len(train) == 0 or not any(train.labels) or all(train.labels):
         raise ValueError(f"the step verifier needs both right and wrong steps to learn from; got {sum(train.labels)} "
@@ -124,7 +123,7 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
     torch.manual_seed(seed)
     rng = random.Random(seed)
     head = StepVerifier(hidden_size, width=width, layers=layers, heads=heads, max_tokens=max_tokens, dropout=dropout,
-                        tokenizer_fingerprint=fingerprint)
+                        tokenizer_fingerprint=fingerprint, digit_ids=digit_ids)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     pos = sum(train.labels) / len(train)
     pos_weight = torch.tensor((1 - pos) / max(pos, 1e-6))  # class balance: both classes weigh the same
@@ -142,7 +141,7 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
             if sched.last_epoch + 1 >= total:
                 break
             idx = torch.tensor(rows)
-            logits = head.raw_logits(_drop_features(batch_of(train, rows, max_tokens), feature_dropout))
+            logits = head.raw_logits(_drop_features(batch_of(train, rows, head), feature_dropout))
             y, g = labels_all[idx], groups_all[idx]
             loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
             loss = loss + pair_weight * _pair_loss(logits, y, g)
@@ -181,7 +180,7 @@ def calibrate_steps(head: StepVerifier, val: StepData, *, steps: int = 200) -> t
         return 1.0, 0.0
     with torch.no_grad():
         head.eval()
-        raw = torch.cat([head.raw_logits(batch_of(val, range(i, min(len(val), i + 512)), head.max_tokens))
+        raw = torch.cat([head.raw_logits(batch_of(val, range(i, min(len(val), i + 512)), head))
                          for i in range(0, len(val), 512)])
     y = torch.tensor(val.labels, dtype=torch.float32)
     scale = torch.ones((), requires_grad=True)
@@ -277,7 +276,8 @@ def train_step_verifier(config, policy, *, progress: bool = True):
         parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
         layers=config.step_layers, lr=config.step_lr, dropout=config.dropout or 0.1, weight_decay=config.weight_decay,
         batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
-        feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint, progress=progress)
+        feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint,
+        digit_ids=digit_token_ids(policy.tokenizer), progress=progress)
     scale, bias = calibrate_steps(head, parts["val"])
     test = evaluate_steps(head, parts["test"], seed=config.seed)
     metrics = {
