@@ -112,15 +112,18 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def prefill(model: torch.nn.Module, store: KVStore, prompts: Sequence[Sequence[int]], *,
-            share_min: int | None = 32):
+            share_min: int | None = 32, owners: Sequence[object] | None = None):
     """Roots for ``prompts`` (one lane each): returns (handles, logits ``[B, V]``, hidden ``[B, H]``,
     tokens run per prompt).
 
     A prefix of at least ``share_min`` tokens that the store has cached (``match``), or that
     several of these prompts share, is run once: it becomes a cached handle and each prompt's
-    root starts as a slot copy of it (``copy_prefix``). ``share_min=None`` shares nothing."""
+    root starts as a slot copy of it (``copy_prefix``). ``share_min=None`` shares nothing.
+    ``owners``: whom each root's bytes count toward (``KVStore.owner_bytes``; default: its lane)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prefill needs at least one prompt and no empty prompt")
+    if owners is not None and len(owners) != len(prompts):
+        raise ValueError(f"prefill got {len(owners)} owners for {len(prompts)} prompts")
     run = [0] * len(prompts)
     matches = [_match(store, p, share_min) for p in prompts]
     lonely = [i for i, m in enumerate(matches) if m[0] is None]
@@ -138,11 +141,11 @@ def prefill(model: torch.nn.Module, store: KVStore, prompts: Sequence[Sequence[i
             for i in group:
                 matches[i] = (shared, n)
     roots, items = [], []
-    for p, (h, n) in zip(prompts, matches):
-        if h is not None and n == h.length and not h.released and h.refs == 0:
+    for p, (h, n), owner in zip(prompts, matches, owners or [None] * len(prompts)):
+        if h is not None and n == h.length and not h.released and h.refs == 0 and owner is None:
             root = store.insert(h)  # the first user reads the shared prefix in place (no copy)
         else:
-            root = store.copy_prefix(h, n) if h is not None else store.insert(None)
+            root = store.copy_prefix(h, n, owner=owner) if h is not None else store.insert(None, owner=owner)
         roots.append(root)
         items.append((root, list(p[n:])))
     logits, hidden = forward_items(model, store, items)

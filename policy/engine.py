@@ -16,8 +16,9 @@ every live slot.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,7 +26,7 @@ import torch
 from policy.data.grading import extract_answer
 from policy.decoding import new_store, prefill
 from policy.generate import newline_token_ids
-from policy.kv_store import Handle
+from policy.kv_store import Handle, KVStore
 from policy.sampling import SamplingConfig, row_generators
 from policy.stepper import Row, StepConfig, Stepper
 from search.interfaces import ExpandResult, Prompt, StepRequest, StepSample
@@ -48,6 +49,15 @@ class NodeKV:
     depth: int = 0
     released: bool = False
     prompt_len: int = 0  # tokens of the root prompt on this path
+    owner: object = None  # the store owner its problem's KV counts toward (shared by the whole tree)
+    store: KVStore | None = field(default=None, repr=False)
+
+    def kv_usage(self) -> tuple[int, int]:
+        """(live, peak) KV bytes of this node's problem: the store's own count of its owner
+        (``search.accounting.MeteredState``; every slot the problem's tree holds, its prompt's included)."""
+        if self.store is None:
+            return 0, 0
+        return self.store.owner_bytes(self.owner), self.store.owner_peak_bytes(self.owner)
 
     def path(self) -> list[NodeKV]:
         out, n = [], self
@@ -105,6 +115,7 @@ class RewindEngine:
         self.share_prompt_min = share_prompt_min  # a prompt prefix this long, shared by problems, runs once
         self.hidden_size = policy.hidden_size
         self.store = new_store(policy.model)
+        self._problems = itertools.count()  # owner keys of problems whose KV is re-encoded (share_kv=False)
         self._newlines = newline_token_ids(policy.tokenizer)
 
     # ---- memory ---------------------------------------------------------------------------
@@ -151,14 +162,15 @@ class RewindEngine:
             if limit is not None and len(x) >= limit:
                 raise ValueError(f"question {i} has {len(x)} prompt tokens; the model's context is {limit}")
         share = self.share_prompt_min if self.share_kv else None
-        roots, logits, hidden, run = prefill(self.policy.model, self.store, ids, share_min=share)
+        owners = None if self.share_kv else [("problem", next(self._problems)) for _ in ids]
+        roots, logits, hidden, run = prefill(self.policy.model, self.store, ids, share_min=share, owners=owners)
         out = []
         for r, x in enumerate(ids):
             kv = roots[r] if self.share_kv else None
             if kv is None:
                 self.store.release(roots[r])
             node = NodeKV(parent=None, tokens=tuple(x), kv=kv, next_logits=logits[r].clone(),
-                          hidden=hidden[r].float().cpu(), prompt_len=len(x))
+                          hidden=hidden[r].float().cpu(), prompt_len=len(x), owner=roots[r].owner, store=self.store)
             out.append(Prompt(state=node, ids=tuple(x), text=texts[r], tokens_run=run[r],
                               kv_bytes=0 if kv is None else self.store.handle_bytes(kv)))
         return out
@@ -176,7 +188,8 @@ class RewindEngine:
         if self.share_kv:
             return [r.state.kv for r in requests], torch.stack([r.state.next_logits for r in requests]), []
         paths = [r.state.path_tokens() for r in requests]
-        temps, logits, _, _ = prefill(self.policy.model, self.store, paths, share_min=None)
+        owners = [r.state.owner for r in requests]
+        temps, logits, _, _ = prefill(self.policy.model, self.store, paths, share_min=None, owners=owners)
         return temps, logits, temps
 
     @torch.no_grad()
@@ -239,7 +252,8 @@ class RewindEngine:
         if not rejected and not finished:  # the row's handle becomes the child's KV (no copy)
             state = NodeKV(parent=parent, tokens=tuple(ids), kv=row.handle if self.share_kv else None,
                            next_logits=row.logits.clone(), depth=parent.depth + 1, prompt_len=parent.prompt_len,
-                           hidden=None if row.hidden is None else row.hidden.float().cpu())
+                           hidden=None if row.hidden is None else row.hidden.float().cpu(), owner=parent.owner,
+                           store=self.store)
         kv_bytes = self.store.handle_bytes(row.handle) if state is not None and state.kv is not None else 0
         if state is None or state.kv is None:
             self.store.release(row.handle)

@@ -16,6 +16,11 @@ cost ~4x the attention FLOPs of 8 lanes). A prompt prefix shared across problems
 once and *copied* slot to slot into each problem's lane (``copy_prefix``): one copy per
 problem, counted in ``bytes`` like every other live slot.
 
+Per-owner bytes. Every handle counts its slots toward an *owner* (one problem of a search): a
+root's owner is its lane unless given, and children inherit it, so a problem whose tree lives
+in one lane — the shared prefix it reads in place included — is metered by ``owner_bytes`` /
+``owner_peak_bytes`` exactly as the store counts ``bytes`` / ``peak_bytes`` for all of them.
+
 Ownership. ``refs`` counts a handle's live children plus its locks. A handle is freed (its slots
 go back to the lane) once it is released and ``refs == 0``; freeing walks up to parents that were
 waiting on it. A *cached* handle (``insert(..., cached=True)``: a shared prompt prefix) stays
@@ -47,6 +52,7 @@ class Handle:
     freed: bool = False
     cached: bool = False  # matchable by ``match`` (a shared prompt prefix)
     last_used: int = 0
+    owner: object = None  # whose bytes its slots count in (``KVStore.owner_bytes``); a root's lane by default
     _path_slots: list[int] | None = field(default=None, repr=False)
     _path_index: torch.Tensor | None = field(default=None, repr=False)
 
@@ -173,6 +179,8 @@ class KVStore:
         self.peak_slots = 0
         self.cached: list[Handle] = []  # matchable handles
         self._clock = itertools.count(1)
+        self._owner_live: dict[object, int] = {}  # owner -> live slots
+        self._owner_peak: dict[object, int] = {}  # owner -> most live slots at once
 
     # ---- memory --------------------------------------------------------------------------
     @property
@@ -192,30 +200,53 @@ class KVStore:
     def handle_bytes(self, h: Handle) -> int:
         return len(h.slots) * self.pool.bytes_per_slot
 
-    def _alloc(self, lane: int, n: int) -> list[int]:
-        slots = self.pool.alloc(lane, n)
+    def owner_bytes(self, owner: object) -> int:
+        """Bytes of the live slots that count toward ``owner`` (0 for an owner never seen)."""
+        return self._owner_live.get(owner, 0) * self.pool.bytes_per_slot
+
+    def owner_peak_bytes(self, owner: object) -> int:
+        """The most bytes ``owner`` held at once since it was first used (its lane taken afresh)."""
+        return self._owner_peak.get(owner, 0) * self.pool.bytes_per_slot
+
+    def owner_peaks(self) -> dict[object, int]:
+        """``owner_peak_bytes`` of every owner that ever held a slot."""
+        return {o: n * self.pool.bytes_per_slot for o, n in self._owner_peak.items() if n}
+
+    def _alloc(self, h: Handle, n: int) -> list[int]:
+        slots = self.pool.alloc(h.lane, n)
         self.live_slots += n
         self.peak_slots = max(self.peak_slots, self.live_slots)
+        live = self._owner_live[h.owner] = self._owner_live.get(h.owner, 0) + n
+        self._owner_peak[h.owner] = max(self._owner_peak.get(h.owner, 0), live)
         return slots
 
     def _give_back(self, h: Handle, slots: Sequence[int]) -> None:
         self.pool.free(h.lane, slots)
         self.live_slots -= len(slots)
+        if slots:
+            self._owner_live[h.owner] -= len(slots)
 
     # ---- building ------------------------------------------------------------------------
-    def insert(self, parent: Handle | None, *, lane: int | None = None, cached: bool = False) -> Handle:
-        """A new empty handle under ``parent`` (in its lane) or a root in ``lane`` (a new lane when
-        None). Its tokens arrive with ``extend``; the caller holds it until ``release``."""
+    def insert(self, parent: Handle | None, *, lane: int | None = None, cached: bool = False,
+               owner: object = None) -> Handle:
+        """A new empty handle under ``parent`` (in its lane, counted to its owner) or a root in
+        ``lane`` (a new lane when None) counted to ``owner`` (the lane when None). Its tokens
+        arrive with ``extend``; the caller holds it until ``release``."""
         if parent is not None:
             self._check_live(parent, "insert under")
             if lane is not None and lane != parent.lane:
                 raise ValueError(f"a child lives in its parent's lane {parent.lane}, not {lane}")
-            lane = parent.lane
+            if owner is not None and owner != parent.owner:
+                raise ValueError(f"a child counts toward its parent's owner {parent.owner!r}, not {owner!r}")
+            lane, owner = parent.lane, parent.owner
             parent.refs += 1
         elif lane is None:
             lane = self.pool.new_lane()
+            if owner is None:  # a lane taken afresh: its metering starts again
+                self._owner_peak[lane] = self._owner_live.get(lane, 0)
+        owner = lane if owner is None else owner
         h = Handle(parent=parent, lane=lane, tokens=[], slots=[], offset=0 if parent is None else parent.length,
-                   cached=cached, last_used=next(self._clock))
+                   cached=cached, last_used=next(self._clock), owner=owner)
         self.pool.occupied_lanes[lane] += 1
         if cached:
             self.cached.append(h)
@@ -232,7 +263,7 @@ class KVStore:
         self._check_live(h, "extend")
         if h.refs:
             raise ValueError("cannot extend a handle that has children or locks: their paths end where it ends now")
-        slots = self._alloc(h.lane, len(tokens))
+        slots = self._alloc(h, len(tokens))
         h.tokens.extend(int(t) for t in tokens)
         h.slots.extend(slots)
         h._path_index = None
@@ -250,16 +281,17 @@ class KVStore:
             del h.tokens[-n:], h.slots[-n:]
             h._path_index = None
 
-    def copy_prefix(self, src: Handle, n: int, *, lane: int | None = None) -> Handle:
+    def copy_prefix(self, src: Handle, n: int, *, lane: int | None = None, owner: object = None) -> Handle:
         """A new root holding the first ``n`` path tokens of ``src``, their KV copied slot to slot
-        into ``lane`` (a new lane when None): a cached prefix shared without a forward."""
+        into ``lane`` (a new lane when None) and counted to ``owner`` (as ``insert``): a cached
+        prefix shared without a forward."""
         self._check_live(src, "copy", allow_released=src.cached)
         if not 0 < n <= src.length:
             raise ValueError(f"copy_prefix needs 0 < n <= {src.length}, got {n}")
         src_slots = (src.parent_slots() + src.slots)[:n]
-        h = self.insert(None, lane=lane)
+        h = self.insert(None, lane=lane, owner=owner)
         h.tokens = src.path_tokens()[:n]
-        h.slots = self._alloc(h.lane, n)
+        h.slots = self._alloc(h, n)
         self.pool.copy(src.lane, src_slots, h.lane, h.slots)
         src.last_used = next(self._clock)
         return h

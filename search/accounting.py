@@ -12,19 +12,32 @@ Definitions (DESIGN §5):
 - ``tokens_in_tree``: raw tokens stored in the tree, prompt included.
 - ``tokens_saved``: prefix tokens that KV sharing did not recompute: each expansion request's path
   once (the children of one request share a single encoding of it), as ``RewindEngine`` counts.
-- ``peak_kv_bytes``: a node's KV segment is live while its handle is not released or a
-  descendant's is; the sum of live segments, taken after every expansion round (before that
-  round's releases), maximised over the run.
+- ``peak_kv_bytes``: the engine's own count. An engine whose KV handles are ``MeteredState``
+  (``RewindEngine``: its ``KVStore`` meters every slot a problem's tree holds, the prompt and
+  the rows of an expansion in progress included) reports the most bytes the problem held at
+  once, and search reads it — it keeps no second bookkeeping. Only for an engine that does not
+  meter (a scripted test engine) search sums the per-node ``kv_bytes`` the engine returned:
+  a segment is live while its handle is not released or a descendant's is, summed after every
+  expansion round (before that round's releases), maximised over the run. Replays report none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from search.tree import Tree
 
-__all__ = ["Accounting", "live_kv_bytes"]
+__all__ = ["Accounting", "MeteredState", "live_kv_bytes"]
+
+
+@runtime_checkable
+class MeteredState(Protocol):
+    """A KV handle whose engine counts its problem's KV memory (optional for engines)."""
+
+    def kv_usage(self) -> tuple[int, int]:
+        """(live bytes, peak bytes) of every KV slot held for the problem this handle belongs to."""
+        ...
 
 
 def live_kv_bytes(tree: Tree, unreleased: set[int] | dict[int, Any], kv_bytes: dict[int, int]) -> int:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Generator, Sequence
 from typing import Protocol
 
-from search.accounting import live_kv_bytes
 from search.run import Drawn, Expand, Outcome, SearchRun
 from search.strategies import STRATEGIES
 
@@ -67,7 +66,7 @@ def drive(runs: Sequence[SearchRun], source: Source, *, start: float,
         try:
             drawn = source.draw(batch)
         except MemoryError:  # the engine's KV limit: give up the problem holding the most KV, retry the rest
-            victim = max(pending, key=lambda i: live_kv_bytes(runs[i].tree, runs[i].handles, runs[i].kv_bytes))
+            victim = max(pending, key=lambda i: runs[i].live_kv())
             gens[victim].close()
             del pending[victim]
             finish(victim, Outcome(None, "max_kv_bytes"))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.accounting import Accounting, live_kv_bytes
+from search.accounting import Accounting, MeteredState, live_kv_bytes
 from search.config import SearchConfig
 from search.tree import ROOT, Tree
 
@@ -78,7 +78,7 @@ class SearchRun:
             self.handles[ROOT] = state
         self.kv_bytes[ROOT] = kv_bytes
         self.acct.tokens_run += tokens_run
-        self.acct.note_kv(kv_bytes)
+        self.note_kv()
 
     def add_children(self, parent: int, drawn: list[Drawn]) -> list[int]:
         """Append the drawn children of ``parent`` and give each its status; returns their ids."""
@@ -119,11 +119,24 @@ class SearchRun:
             self.release_state(state)
 
     def close(self) -> None:
+        self.note_kv()  # a metering engine's peak is final now
         for nid in list(self.handles):
             self.release(nid)
 
+    def _meter(self) -> MeteredState | None:
+        return self.prompt_state if isinstance(self.prompt_state, MeteredState) else None
+
+    def live_kv(self) -> int:
+        """KV bytes this problem holds now: the engine's count when it meters (see ``search.accounting``)."""
+        meter = self._meter()
+        if meter is not None:
+            return meter.kv_usage()[0]
+        return live_kv_bytes(self.tree, self.handles, self.kv_bytes)
+
     def note_kv(self) -> None:
-        self.acct.note_kv(live_kv_bytes(self.tree, self.handles, self.kv_bytes))
+        """Update ``peak_kv_bytes``: the engine's peak when it meters, else the live per-node sum."""
+        meter = self._meter()
+        self.acct.note_kv(meter.kv_usage()[1] if meter is not None else self.live_kv())
 
     # ---- reading ----------------------------------------------------------------------------
     def open_children(self, nid: int) -> list[int]:
@@ -154,7 +167,7 @@ class SearchRun:
             return "max_tokens"
         if cfg.time_limit_s is not None and elapsed_s >= cfg.time_limit_s:
             return "time_limit"
-        if cfg.max_kv_bytes is not None and live_kv_bytes(self.tree, self.handles, self.kv_bytes) > cfg.max_kv_bytes:
+        if cfg.max_kv_bytes is not None and self.live_kv() > cfg.max_kv_bytes:
             return "max_kv_bytes"
         return None
 

@@ -145,3 +145,24 @@ def test_store_without_a_write_counts_zero_bytes():
     h = store.insert(None)
     assert store.bytes == 0 and store.capacity_bytes == 0
     store.release(h)
+
+
+def test_owner_bytes_meter_each_tree_as_the_store_counts_all():
+    p, store = _store()
+    a, b = store.insert(None), store.insert(None, owner=("problem", 1))
+    forward_items(p.model, store, [(a, [5, 6, 7]), (b, [8, 9])])
+    per = store.pool.bytes_per_slot
+    assert store.owner_bytes(a.lane) == 3 * per and store.owner_bytes(("problem", 1)) == 2 * per
+    kid = store.fork(a, 1)[0]
+    forward_items(p.model, store, [(kid, [1, 2])])
+    assert kid.owner == a.owner and store.owner_bytes(a.lane) == 5 * per
+    with pytest.raises(ValueError, match="parent's owner"):
+        store.insert(a, owner="someone else")
+    store.truncate(kid, 2)
+    assert store.owner_bytes(a.lane) == 3 * per and store.owner_peak_bytes(a.lane) == 5 * per
+    assert store.owner_bytes(a.lane) + store.owner_bytes(("problem", 1)) == store.bytes
+    for h in (kid, a, b):
+        store.release(h)
+    assert store.owner_bytes(a.lane) == 0 and store.owner_peak_bytes(("problem", 1)) == 2 * per
+    c = store.insert(None)  # a lane taken afresh meters from zero
+    assert c.lane == a.lane and store.owner_peak_bytes(c.lane) == 0
