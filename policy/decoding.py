@@ -47,34 +47,34 @@ def new_store(model: torch.nn.Module, *, capacity: int = 64) -> KVStore:
 
 
 def _layout(store: KVStore, items, news):
-    """Input ids, positions, write slots ``[G, Q]`` and the bool mask ``[G, Q, W]`` of a forward."""
+    """Input ids, positions, write slots ``[G, Q]`` and the bool mask ``[G, Q, W]`` of a forward.
+
+    Items of one lane take consecutive queries of its row. A query reads its handle's path mask
+    (``Handle.path_mask``: the path and all the item's new slots), less the item's later new
+    slots (causal within the item); padding queries read only the scratch slot 0."""
     G, fill = store.pool.lanes, [0] * store.pool.lanes
-    g_of, q_of = [], []
-    for (h, toks) in items:
-        g_of.append(h.lane)
-        q_of.append(fill[h.lane])
+    gq: list[tuple[int, int]] = []
+    for h, toks in items:
+        gq.append((h.lane, fill[h.lane]))
         fill[h.lane] += len(toks)
-    Q, W = max(fill), store.pool.width()
+    Q, W, C = max(fill), store.pool.width(), store.pool.capacity
+    flat_g = [g for (g, _), (_, t) in zip(gq, items) for _ in t]
+    flat_q = [q0 + j for (_, q0), (_, t) in zip(gq, items) for j in range(len(t))]
+    g_t, q_t = torch.tensor(flat_g, dtype=torch.long), torch.tensor(flat_q, dtype=torch.long)
     ids, pos, slots = (torch.zeros((G, Q), dtype=torch.long) for _ in range(3))
+    ids[g_t, q_t] = torch.tensor([x for _, t in items for x in t], dtype=torch.long)
+    pos[g_t, q_t] = torch.tensor([h.length - len(t) + j for h, t in items for j in range(len(t))], dtype=torch.long)
+    slots[g_t, q_t] = torch.tensor([x for new in news for x in new], dtype=torch.long)
     allowed = torch.zeros((G, Q, W), dtype=torch.bool)
-    allowed[:, :, 0] = True  # padding queries read the scratch slot; real ones are reset below
-    gi, qi, si = [], [], []
-    for (h, toks), new, g, q0 in zip(items, news, g_of, q_of):
-        n = len(toks)
-        qs = torch.arange(q0, q0 + n)
-        ids[g, qs] = torch.tensor(toks, dtype=torch.long)
-        pos[g, qs] = torch.arange(h.length - n, h.length)
-        new_t = torch.tensor(new, dtype=torch.long)
-        slots[g, qs] = new_t
-        allowed[g, qs, 0] = False
-        base = torch.cat([h.parent_index(), torch.tensor(h.slots[: len(h.slots) - n], dtype=torch.long)])
-        # every query reads the base; query j reads new slots 0..j (causal within the item)
-        tri = torch.tril_indices(n, n)
-        gi.append(torch.full((n * len(base) + tri.shape[1],), g, dtype=torch.long))
-        qi.append(torch.cat([qs.repeat_interleave(len(base)), qs[tri[0]]]))
-        si.append(torch.cat([base.repeat(n), new_t[tri[1]]]))
-    allowed[torch.cat(gi), torch.cat(qi), torch.cat(si)] = True
-    last = [(g, q0 + len(t) - 1) for (_, t), g, q0 in zip(items, g_of, q_of)]
+    allowed[:, :, 0] = True  # padding queries read the scratch slot (never part of a path)
+    rows = torch.stack([h.path_mask(C)[:W] for h, _ in items])  # [N, W]
+    counts = [len(t) for _, t in items]
+    allowed[g_t, q_t] = rows if len(flat_g) == len(items) else rows.repeat_interleave(torch.tensor(counts), 0)
+    for (g, q0), new in zip(gq, news):
+        if len(new) > 1:  # query j must not read the item's new slots after j
+            later = torch.triu_indices(len(new), len(new), 1)
+            allowed[g, q0 + later[0], torch.tensor(new, dtype=torch.long)[later[1]]] = False
+    last = [(g, q0 + n - 1) for (g, q0), n in zip(gq, counts)]
     return ids, pos, slots, allowed, last
 
 

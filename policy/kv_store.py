@@ -29,6 +29,7 @@ matchable after its release until ``evict`` frees it, least recently used first.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,8 +54,7 @@ class Handle:
     cached: bool = False  # matchable by ``match`` (a shared prompt prefix)
     last_used: int = 0
     owner: object = None  # whose bytes its slots count in (``KVStore.owner_bytes``); a root's lane by default
-    _path_slots: list[int] | None = field(default=None, repr=False)
-    _path_index: torch.Tensor | None = field(default=None, repr=False)
+    _mask: torch.Tensor | None = field(default=None, repr=False)  # [>= C] bool: the slots of its path
 
     @property
     def length(self) -> int:
@@ -75,21 +75,30 @@ class Handle:
         return out[::-1]
 
     def parent_slots(self) -> list[int]:
-        """Slots of the path before this segment (memoised: ancestors of a live handle never change)."""
-        if self._path_slots is None:
-            p = self.parent
-            self._path_slots = [] if p is None else p.parent_slots() + p.slots
-        return self._path_slots
+        """Slots of the path before this segment."""
+        return [] if self.parent is None else self.parent.parent_slots() + self.parent.slots
 
-    def parent_index(self) -> torch.Tensor:
-        """``parent_slots`` as a long tensor ``[offset]`` (memoised on the parent: siblings share it)."""
-        return torch.zeros(0, dtype=torch.long) if self.parent is None else self.parent.path_index()
+    def path_mask(self, capacity: int) -> torch.Tensor:
+        """Bool ``[capacity]``: which slots of the lane hold this handle's path (its own included).
 
-    def path_index(self) -> torch.Tensor:
-        """Slots of the whole path, this segment's included, ``[length]`` (memoised until it changes)."""
-        if self._path_index is None:
-            self._path_index = torch.tensor(self.parent_slots() + self.slots, dtype=torch.long)
-        return self._path_index
+        Kept up to date as the handle grows and shrinks (``KVStore.extend`` / ``truncate``) and
+        built from the parent's at first use, so a decode step reads a row's mask without
+        walking its path; an ancestor's mask never changes while it has children."""
+        m = self._mask
+        if m is None:
+            m = self.parent.path_mask(capacity).clone() if self.parent is not None else torch.zeros(capacity, dtype=torch.bool)
+            m[self.slots] = True
+            self._mask = m
+        elif m.shape[0] < capacity:  # the pool grew
+            m = self._mask = torch.cat([m, m.new_zeros(capacity - m.shape[0])])
+        return m[:capacity]
+
+    def _mark(self, slots: Sequence[int], on: bool) -> None:
+        if self._mask is not None and slots:
+            need = max(slots) + 1
+            if self._mask.shape[0] < need:
+                self._mask = torch.cat([self._mask, self._mask.new_zeros(need - self._mask.shape[0])])
+            self._mask[slots[0] if len(slots) == 1 else list(slots)] = on
 
 
 class KVPool:
@@ -101,6 +110,7 @@ class KVPool:
         self.values: list[torch.Tensor | None] = [None] * n_layers
         self.occupied = torch.zeros((0, capacity), dtype=torch.bool)  # [G, C] (CPU bookkeeping)
         self.occupied_lanes: list[int] = []  # handles alive per lane (a lane with none is reusable)
+        self._free: list[list[int]] = []  # per lane: a heap of its free slots (the lowest is taken first)
         self.bytes_per_slot = 0  # known after the first write
 
     @property
@@ -115,6 +125,9 @@ class KVPool:
         occ = torch.zeros((lanes, capacity), dtype=torch.bool)
         occ[: self.lanes, : self.capacity] = self.occupied
         occ[:, 0] = True  # the scratch slot
+        for heap in self._free:  # the new slots of the lanes there were
+            heap.extend(range(self.capacity, capacity))  # all above the old ones: still a heap
+        self._free.extend(list(range(1, capacity)) for _ in range(self.lanes, lanes))
         self.occupied = occ
         for store in (self.keys, self.values):
             for i, t in enumerate(store):
@@ -134,18 +147,19 @@ class KVPool:
 
     def alloc(self, lane: int, n: int) -> list[int]:
         """``n`` free slots of ``lane``, lowest first (keeps the attention width small)."""
-        free = (~self.occupied[lane]).nonzero().view(-1)
-        if len(free) < n:
-            need = self.capacity + n - len(free)
-            self._resize(self.lanes, max(need, self.capacity + self.capacity // 2))
-            free = (~self.occupied[lane]).nonzero().view(-1)
-        slots = free[:n]
-        self.occupied[lane, slots] = True
-        return slots.tolist()
+        heap = self._free[lane]
+        if len(heap) < n:
+            self._resize(self.lanes, max(self.capacity + n - len(heap), self.capacity + self.capacity // 2))
+            heap = self._free[lane]
+        slots = [heapq.heappop(heap) for _ in range(n)]
+        self.occupied[lane, slots[0] if n == 1 else slots] = True
+        return slots
 
     def free(self, lane: int, slots: Sequence[int]) -> None:
         if slots:
-            self.occupied[lane, torch.tensor(list(slots), dtype=torch.long)] = False
+            self.occupied[lane, list(slots)] = False
+            for s in slots:
+                heapq.heappush(self._free[lane], s)
 
     def width(self) -> int:
         """Slots an attention must read: 1 + the highest occupied slot of any lane."""
@@ -266,7 +280,7 @@ class KVStore:
         slots = self._alloc(h, len(tokens))
         h.tokens.extend(int(t) for t in tokens)
         h.slots.extend(slots)
-        h._path_index = None
+        h._mark(slots, True)
         return slots
 
     def truncate(self, h: Handle, n: int) -> None:
@@ -278,8 +292,8 @@ class KVStore:
             raise ValueError("cannot truncate a handle that has children or locks: they read its slots")
         if n:
             self._give_back(h, h.slots[-n:])
+            h._mark(h.slots[-n:], False)
             del h.tokens[-n:], h.slots[-n:]
-            h._path_index = None
 
     def copy_prefix(self, src: Handle, n: int, *, lane: int | None = None, owner: object = None) -> Handle:
         """A new root holding the first ``n`` path tokens of ``src``, their KV copied slot to slot

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,15 @@ def _search(policy, problems, fmt, *, share_kv: bool, knobs: dict):
 def _distinct_kv_tokens(sols) -> int:
     """Tokens whose KV a tree needs: its prompt plus every node's alive step tokens."""
     return sum(len(n.ids) for s in sols for n in s.tree.nodes)
+
+
+def _shared_prompt_tokens(sols) -> int:
+    """Length of the prompt prefix all problems share (the few-shot exemplars)."""
+    prompts = [s.tree.nodes[0].ids for s in sols]
+    n = 0
+    while all(len(p) > n for p in prompts) and len({p[n] for p in prompts}) == 1:
+        n += 1
+    return n
 
 
 def _peer(policy, problems, fmt, *, rows_per_problem: int, new_tokens: int):
@@ -72,11 +82,16 @@ def measure(model: str, *, problems: int = 8, shots: int = 4, width: int = 4, sa
                  max_step_tokens=step_tokens, threshold=1.0, seed=0)
     _search(policy, probs[:1], fmt, share_kv=True, knobs={**knobs, "max_depth": 1})  # warm-up
     shared, t_shared, engine = _search(policy, probs, fmt, share_kv=True, knobs=knobs)
+    _progress(f"search, KV shared: {t_shared:.1f} s")
     recomputed, t_re, _ = _search(policy, probs, fmt, share_kv=False, knobs=knobs)
+    _progress(f"search, share_kv=False: {t_re:.1f} s")
     gen_tokens = sum(s.stats["tokens_generated"] for s in shared)
     peer_tokens, t_peer = _peer(policy, probs, fmt, rows_per_problem=width * samples, new_tokens=depth * step_tokens)
+    _progress(f"model.generate: {t_peer:.1f} s")
     per_slot = engine.store.pool.bytes_per_slot
     distinct = _distinct_kv_tokens(shared) * per_slot
+    # the forest's distinct tokens: the shared few-shot prefix once, not once per problem
+    forest = distinct - (len(shared) - 1) * _shared_prompt_tokens(shared) * per_slot
     return {
         "model": model, "problems": problems, "shots": shots, "width": width, "samples": samples, "depth": depth,
         "step_tokens": step_tokens, "prompt_tokens": [len(s.tree.nodes[0].ids) for s in shared],
@@ -89,8 +104,15 @@ def measure(model: str, *, problems: int = 8, shots: int = 4, width: int = 4, sa
         "peer_tok_s": peer_tokens / t_peer, "tok_s_ratio": (gen_tokens / t_shared) / (peer_tokens / t_peer),
         "peak_kv_bytes": engine.peak_kv_bytes, "distinct_tree_kv_bytes": distinct,
         "peak_over_distinct": engine.peak_kv_bytes / distinct, "pool_capacity_bytes": engine.store.capacity_bytes,
+        "shared_prompt_tokens": _shared_prompt_tokens(shared), "distinct_forest_kv_bytes": forest,
+        "peak_over_distinct_forest": engine.peak_kv_bytes / forest,
+        "problem_peak_kv_bytes": [s.stats["peak_kv_bytes"] for s in shared],
         "capacity_over_distinct": engine.store.capacity_bytes / distinct, **machine(torch.device("cpu")),
     }
+
+
+def _progress(msg: str) -> None:
+    print(f"[engine_core {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def to_markdown(r: dict) -> str:
@@ -107,6 +129,9 @@ def to_markdown(r: dict) -> str:
         f"{r['tok_s_ratio']:.2f}× |",
         f"| peak KV (all live slots) vs KV of the trees' distinct tokens | {r['peak_kv_bytes'] / 2**20:.1f} MiB | "
         f"{r['distinct_tree_kv_bytes'] / 2**20:.1f} MiB | {r['peak_over_distinct']:.2f}× |",
+        f"| peak KV vs the forest's distinct tokens (the {r['shared_prompt_tokens']}-token shared prefix once) | "
+        f"{r['peak_kv_bytes'] / 2**20:.1f} MiB | {r['distinct_forest_kv_bytes'] / 2**20:.1f} MiB | "
+        f"{r['peak_over_distinct_forest']:.2f}× |",
         f"| pool allocated vs distinct | {r['pool_capacity_bytes'] / 2**20:.1f} MiB | "
         f"{r['distinct_tree_kv_bytes'] / 2**20:.1f} MiB | {r['capacity_over_distinct']:.2f}× |", ""])
 
@@ -133,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
                 samples=a.samples, depth=a.depth, step_tokens=a.step_tokens)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    r["command"] = "python -m experiments.bench.engine_core " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "engine.json").write_text(json.dumps(r, indent=2))
     (out / "engine.md").write_text(to_markdown(r))
     print(to_markdown(r))
