@@ -36,9 +36,9 @@ class VerifierTrainConfig:
     twins: int = _f(0, "step: 1 adds to each one-annotation training step its twin with the result changed "
                     "(right <-> wrong; one frozen-policy forward each), 0 none (measured: held-out sibling "
                     "AUROC 0.715 with twins, 0.772 without)")
-    reference_problems: int = _f(2000, "step: problems whose reference solutions add sibling groups of a correct step "
+    reference_problems: int = _f(4000, "step: problems whose reference solutions add sibling groups of a correct step "
                                  "beside its slipped-result versions (one policy forward each; 0: none)")
-    reference_slips: int = _f(2, "step: slipped versions per correct reference step (>= 1)")
+    reference_slips: int = _f(3, "step: slipped versions per correct reference step (>= 1)")
     feature_dropout: float = _f(0.5, "step: share of training steps whose policy features (hidden states, "
                                 "log-probs, entropies) are zeroed, so the token path must learn to check, in [0, 1)")
     pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")

@@ -57,7 +57,7 @@ def train_policy(cfg: DemoConfig, run: Path) -> dict:
 def train_verifier(cfg: DemoConfig, run: Path) -> dict:
     vc = VerifierTrainConfig(out=str(run / "verifier_train"), policy=str(run / "train"), kind="step",
                              num_problems=cfg.verifier_problems, seed=cfg.seed, beam_width=cfg.beam_width,
-                             beam_samples=4 if not cfg.quick else 2, epochs=3 if cfg.quick else 30,
+                             beam_samples=4 if not cfg.quick else 2, epochs=3 if cfg.quick else 12,
                              max_depth=4 if cfg.quick else 12, max_step_tokens=40 if cfg.quick else 96,
                              **({"reference_problems": 24, "reference_slips": 1} if cfg.quick else {}))
     fit(vc, progress=True)
