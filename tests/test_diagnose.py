@@ -63,3 +63,16 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     assert main(["diagnose", str(no_verifier), "--temperatures", "0.4,warm"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("rewind diagnose: error:") for line in err)
+
+
+def test_pruning_savings_picks_the_largest_cut_within_one_point():
+    from experiments.studies.diagnose import pruning_savings
+
+    m = lambda acc, tok: {"accuracy": acc, "tokens_generated": tok}  # noqa: E731
+    methods = {"beam verifier": m(0.40, 800.0), "beam verifier τ=0.5": m(0.30, 400.0),
+               "beam verifier τ=0.8": m(0.395, 600.0), "beam verifier τ=0.9": m(0.40, 700.0),
+               "vote@8 verifier": m(0.39, 700.0), "vote@8 verifier τ=0.9": m(0.37, 500.0)}
+    got = {p["search"]: p["best"] for p in pruning_savings(methods)}
+    assert got["beam verifier"]["threshold"] == 0.8
+    assert abs(got["beam verifier"]["token_cut"] - 0.25) < 1e-9
+    assert got["vote@8 verifier"] is None  # 2 points lost: no threshold qualifies

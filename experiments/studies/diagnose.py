@@ -212,11 +212,35 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
     for t in cfg.threshold_list:
         if t >= 1.0:
             continue
-        name = f"beam verifier τ={t:g}"
-        rs = evaluate(problems, policy=policy, verifier=verifier, method="beam", out=res, tag=name, threshold=t,
-                      seed=cfg.seed, progress=False, **beam, rank="verifier", aggregate=cfg.aggregate)
-        rows[name] = _method_row(rs)
+        for name, method, knobs in ((f"beam verifier τ={t:g}", "beam",
+                                     {**beam, "rank": "verifier", "aggregate": cfg.aggregate}),
+                                    (f"vote@8 verifier τ={t:g}", "best_of_n",
+                                     {"n": 8, "vote": "weighted", "temperature": cfg.search_temperature, **lim})):
+            log(f"[diagnose] {name}")
+            rs = evaluate(problems, policy=policy, verifier=verifier, method=method, out=res, tag=name, threshold=t,
+                          seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
+            rows[name] = _method_row(rs)
     return rows
+
+
+def pruning_savings(methods: dict) -> list[dict]:
+    """Per pruned search (beam / vote@8 with the verifier): the threshold that cuts the most generated
+    tokens while staying within 1 point of its τ = 1 accuracy, with that cut (None if none does)."""
+    out = []
+    for base in ("beam verifier", "vote@8 verifier"):
+        if base not in methods:
+            continue
+        b = methods[base]
+        best = None
+        for name, m in methods.items():
+            if not name.startswith(base + " τ="):
+                continue
+            cut = 1.0 - m["tokens_generated"] / b["tokens_generated"] if b["tokens_generated"] else 0.0
+            if m["accuracy"] >= b["accuracy"] - 0.01 + 1e-12 and (best is None or cut > best["token_cut"]):
+                best = {"threshold": float(name.split("τ=")[1]), "token_cut": cut,
+                        "accuracy_change": m["accuracy"] - b["accuracy"]}
+        out.append({"search": base, "best": best})
+    return out
 
 
 def _paired(rows: dict, a: str, b: str) -> dict:
@@ -260,6 +284,7 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
               "sampling": sampling, "methods": {k: {kk: vv for kk, vv in v.items() if kk != "by_problem"}
                                                 for k, v in rows.items()},
               "paired": paired, "siblings": sib}
+    result["pruning"] = pruning_savings(result["methods"])
     result["limits"] = limits_text(result)
     atomic_write_json(out / "diagnose.json", result)
     atomic_write_text(out / "diagnose.md", diagnose_markdown(result))
@@ -293,6 +318,13 @@ def limits_text(r: dict) -> str:
                    "kinds the checker cannot see (operand, answer) bound what any checker-trained verifier can fix.")
     if v <= o and o > 0 and v / o >= 0.8:
         out.append("The verifier beam is within 20% of the oracle: the remaining gap is the policy's coverage.")
+    for p in r.get("pruning", []):
+        b = p["best"]
+        if b is None:
+            out.append(f"Pruning the {p['search']} at any threshold measured costs more than 1 point.")
+        else:
+            out.append(f"Pruning the {p['search']} at τ = {b['threshold']:g} cuts {100 * b['token_cut']:.0f}% of "
+                       f"generated tokens at {100 * b['accuracy_change']:+.1f} points.")
     return " ".join(out)
 
 
