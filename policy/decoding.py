@@ -58,18 +58,23 @@ def _layout(store: KVStore, items, news):
         gq.append((h.lane, fill[h.lane]))
         fill[h.lane] += len(toks)
     Q, W, C = max(fill), store.pool.width(), store.pool.capacity
-    flat_g = [g for (g, _), (_, t) in zip(gq, items) for _ in t]
-    flat_q = [q0 + j for (_, q0), (_, t) in zip(gq, items) for j in range(len(t))]
-    g_t, q_t = torch.tensor(flat_g, dtype=torch.long), torch.tensor(flat_q, dtype=torch.long)
+    counts = [len(t) for _, t in items]
+    if Q == 1:  # one token per lane (a decode step): no per-token expansion
+        flat = [[g for g, _ in gq], [0] * len(items), [t[0] for _, t in items], [h.length - 1 for h, _ in items],
+                [new[0] for new in news]]
+    else:
+        flat = [[g for (g, _), n in zip(gq, counts) for _ in range(n)],
+                [q0 + j for (_, q0), n in zip(gq, counts) for j in range(n)],
+                [x for _, t in items for x in t],
+                [h.length - n + j for (h, _), n in zip(items, counts) for j in range(n)],
+                [x for new in news for x in new]]
+    g_t, q_t, ids_t, pos_t, slots_t = torch.tensor(flat, dtype=torch.long)
     ids, pos, slots = (torch.zeros((G, Q), dtype=torch.long) for _ in range(3))
-    ids[g_t, q_t] = torch.tensor([x for _, t in items for x in t], dtype=torch.long)
-    pos[g_t, q_t] = torch.tensor([h.length - len(t) + j for h, t in items for j in range(len(t))], dtype=torch.long)
-    slots[g_t, q_t] = torch.tensor([x for new in news for x in new], dtype=torch.long)
+    ids[g_t, q_t], pos[g_t, q_t], slots[g_t, q_t] = ids_t, pos_t, slots_t
     allowed = torch.zeros((G, Q, W), dtype=torch.bool)
     allowed[:, :, 0] = True  # padding queries read the scratch slot (never part of a path)
     rows = torch.stack([h.path_mask(C)[:W] for h, _ in items])  # [N, W]
-    counts = [len(t) for _, t in items]
-    allowed[g_t, q_t] = rows if len(flat_g) == len(items) else rows.repeat_interleave(torch.tensor(counts), 0)
+    allowed[g_t, q_t] = rows if len(g_t) == len(items) else rows.repeat_interleave(torch.tensor(counts), 0)
     for (g, q0), new in zip(gq, news):
         if len(new) > 1:  # query j must not read the item's new slots after j
             later = torch.triu_indices(len(new), len(new), 1)
@@ -89,8 +94,11 @@ def forward_items(model: torch.nn.Module, store: KVStore, items: Sequence[tuple[
     news = [store.extend(h, toks) for h, toks in items]
     ids, pos, slots, allowed, last = _layout(store, items, news)
     dev = store.pool.device
-    dtype = next(model.parameters()).dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+    if getattr(model.config, "_attn_implementation", "eager") == "sdpa":  # SDPA reads a bool mask as is
+        mask = allowed[:, None]
+    else:  # every other implementation adds the mask to the scores
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
     cache = _PoolCache(store, slots.to(dev), allowed.shape[-1])
     decoder = model.get_decoder()
     out = decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), cache=cache,

@@ -135,20 +135,8 @@ def generate(
     hidden [n, H])`` is called after every forward with the prompt indices of the rows fed, their
     raw next-token logits and last-layer hidden states — the verifier's hook, at no extra forward.
     """
-    if not (hasattr(policy, "model") and hasattr(policy, "tokenizer")):
-        raise ValueError(f"policy must be a policy.Policy (tiny_policy() or load_policy(...)), got {type(policy).__name__}")
-    if rewind and policy.backtrack_id is None:
-        raise ValueError("rewind=True needs a policy with the backtrack token; load it with add_backtrack=True")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    for name, value, low in (("max_backtracks", max_backtracks, 0), ("max_backtracks_per_step", max_backtracks_per_step, 0),
-                             ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if isinstance(backtrack_bias, bool) or not isinstance(backtrack_bias, (int, float)):
-        raise ValueError(f"backtrack_bias must be a number, got {backtrack_bias!r}")
-    if not math.isfinite(backtrack_bias) and backtrack_bias != float("-inf"):
-        raise ValueError(f"backtrack_bias must be finite or -inf, got {backtrack_bias}")
+    _check_args(policy, rewind=rewind, max_new_tokens=max_new_tokens, max_backtracks=max_backtracks,
+                max_backtracks_per_step=max_backtracks_per_step, batch_size=batch_size, backtrack_bias=backtrack_bias)
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_p=top_p)
     encoded = _encode_prompts(policy, prompts)
     limit = policy.max_positions
@@ -172,6 +160,25 @@ def generate(
             bar.update(1)
     bar.close()
     return out  # type: ignore[return-value]
+
+
+def _check_args(policy: Policy, *, rewind: bool, max_new_tokens: int, max_backtracks: int,
+                max_backtracks_per_step: int, batch_size: int, backtrack_bias: float) -> None:
+    """``generate``'s refusals of bad input, each with what was given."""
+    if not (hasattr(policy, "model") and hasattr(policy, "tokenizer")):
+        raise ValueError(f"policy must be a policy.Policy (tiny_policy() or load_policy(...)), got {type(policy).__name__}")
+    if rewind and policy.backtrack_id is None:
+        raise ValueError("rewind=True needs a policy with the backtrack token; load it with add_backtrack=True")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    for name, value, low in (("max_backtracks", max_backtracks, 0), ("max_backtracks_per_step", max_backtracks_per_step, 0),
+                             ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if isinstance(backtrack_bias, bool) or not isinstance(backtrack_bias, (int, float)):
+        raise ValueError(f"backtrack_bias must be a number, got {backtrack_bias!r}")
+    if not math.isfinite(backtrack_bias) and backtrack_bias != float("-inf"):
+        raise ValueError(f"backtrack_bias must be finite or -inf, got {backtrack_bias}")
 
 
 class _GenerateRules:

@@ -111,6 +111,7 @@ class KVPool:
         self.occupied = torch.zeros((0, capacity), dtype=torch.bool)  # [G, C] (CPU bookkeeping)
         self.occupied_lanes: list[int] = []  # handles alive per lane (a lane with none is reusable)
         self._free: list[list[int]] = []  # per lane: a heap of its free slots (the lowest is taken first)
+        self._high = 0  # the highest slot ever handed out (the attention width is 1 + it)
         self.bytes_per_slot = 0  # known after the first write
 
     @property
@@ -152,6 +153,8 @@ class KVPool:
             self._resize(self.lanes, max(self.capacity + n - len(heap), self.capacity + self.capacity // 2))
             heap = self._free[lane]
         slots = [heapq.heappop(heap) for _ in range(n)]
+        if slots and slots[-1] > self._high:
+            self._high = slots[-1]
         self.occupied[lane, slots[0] if n == 1 else slots] = True
         return slots
 
@@ -162,9 +165,9 @@ class KVPool:
                 heapq.heappush(self._free[lane], s)
 
     def width(self) -> int:
-        """Slots an attention must read: 1 + the highest occupied slot of any lane."""
-        used = self.occupied[:, 1:].any(0).nonzero()
-        return 1 + (int(used[-1]) + 1 if len(used) else 0)
+        """Slots an attention must read: 1 + the highest slot any lane has used (slots are taken
+        lowest first, so this is the most a lane has held at once, plus the scratch slot)."""
+        return 1 + self._high
 
     def write(self, layer: int, lanes: torch.Tensor, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store ``k``/``v`` ``[G, Hkv, Q, D]`` of queries at ``slots [G, Q]`` of lanes ``lanes [G]``."""
