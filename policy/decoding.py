@@ -26,20 +26,53 @@ __all__ = ["RewindBatch", "forward_items", "new_store", "prefill"]
 
 class _PoolCache:
     """What the model sees as its cache: ``update`` writes the new keys/values into their slots
-    and returns the lanes' first ``width`` slots (a view of the pool, not a copy)."""
+    and returns the lanes' first ``width`` slots (a view of the pool, not a copy), after the
+    ``bases``' slots when some lane reads a cached prefix held in another lane (those are
+    gathered once per layer and broadcast to every lane; the mask says which lane reads which)."""
 
     is_compileable = False
 
-    def __init__(self, store: KVStore, slots: torch.Tensor, width: int):
-        self.pool, self.slots, self.width = store.pool, slots, width  # slots [G, Q]
+    def __init__(self, store: KVStore, slots: torch.Tensor, width: int,
+                 bases: Sequence[tuple[int, torch.Tensor]] = ()):
+        self.pool, self.slots, self.width, self.bases = store.pool, slots, width, bases  # slots [G, Q]
         self.lanes = torch.arange(slots.shape[0], device=slots.device)
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         self.pool.write(layer_idx, self.lanes, self.slots, key_states, value_states)
-        return self.pool.keys[layer_idx][:, :, : self.width], self.pool.values[layer_idx][:, :, : self.width]
+        out = []
+        for t in (self.pool.keys[layer_idx], self.pool.values[layer_idx]):
+            lane_part = t[:, :, : self.width]
+            if self.bases:
+                pre = torch.cat([t[g, :, idx] for g, idx in self.bases], 1)  # [Hkv, P, D]
+                lane_part = torch.cat([pre.expand(t.shape[0], -1, -1, -1), lane_part], 2)
+            out.append(lane_part)
+        return out[0], out[1]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.width
+        return self.width + sum(len(idx) for _, idx in self.bases)
+
+
+def _base_columns(items, G: int, Q: int, fill: Sequence[int]):
+    """The cached prefixes some item reads from another lane: ``[(lane, slots [P])]`` and the
+    bool mask ``[G, Q, sum P]`` of which lane's queries read which prefix (all of a lane's do)."""
+    bases: dict[int, Handle] = {}
+    for h, _ in items:
+        if h.base is not None:
+            bases.setdefault(id(h.base), h.base)
+    if not bases:
+        return (), None
+    cols, at, off = [], {}, 0
+    for key, b in bases.items():
+        idx = torch.tensor(b.parent_slots() + b.slots, dtype=torch.long)
+        cols.append((b.lane, idx))
+        at[key] = (off, off + len(idx))
+        off += len(idx)
+    allowed = torch.zeros((G, Q, off), dtype=torch.bool)
+    for h, _ in items:
+        if h.base is not None:
+            lo, hi = at[id(h.base)]
+            allowed[h.lane, : fill[h.lane], lo:hi] = True
+    return cols, allowed
 
 
 def new_store(model: torch.nn.Module, *, capacity: int = 64) -> KVStore:
@@ -80,7 +113,10 @@ def _layout(store: KVStore, items, news):
             later = torch.triu_indices(len(new), len(new), 1)
             allowed[g, q0 + later[0], torch.tensor(new, dtype=torch.long)[later[1]]] = False
     last = [(g, q0 + n - 1) for (g, q0), n in zip(gq, counts)]
-    return ids, pos, slots, allowed, last
+    bases, base_allowed = _base_columns(items, G, Q, fill)
+    if base_allowed is not None:
+        allowed = torch.cat([base_allowed, allowed], 2)
+    return ids, pos, slots, allowed, last, bases
 
 
 @torch.no_grad()
@@ -92,14 +128,15 @@ def forward_items(model: torch.nn.Module, store: KVStore, items: Sequence[tuple[
     if not items or any(len(t) == 0 for _, t in items):
         raise ValueError("forward_items needs at least one item and no empty token list")
     news = [store.extend(h, toks) for h, toks in items]
-    ids, pos, slots, allowed, last = _layout(store, items, news)
+    ids, pos, slots, allowed, last, bases = _layout(store, items, news)
     dev = store.pool.device
     if getattr(model.config, "_attn_implementation", "eager") == "sdpa":  # SDPA reads a bool mask as is
         mask = allowed[:, None]
     else:  # every other implementation adds the mask to the scores
         dtype = next(model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-    cache = _PoolCache(store, slots.to(dev), allowed.shape[-1])
+    width = allowed.shape[-1] - sum(len(idx) for _, idx in bases)
+    cache = _PoolCache(store, slots.to(dev), width, [(g, idx.to(dev)) for g, idx in bases])
     decoder = model.get_decoder()
     out = decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), cache=cache,
                   use_cache=True)
@@ -125,8 +162,9 @@ def prefill(model: torch.nn.Module, store: KVStore, prompts: Sequence[Sequence[i
     tokens run per prompt).
 
     A prefix of at least ``share_min`` tokens that the store has cached (``match``), or that
-    several of these prompts share, is run once: it becomes a cached handle and each prompt's
-    root starts as a slot copy of it (``copy_prefix``). ``share_min=None`` shares nothing.
+    several of these prompts share, is run once: it becomes a cached handle, and each prompt's
+    root ``branch``es from it (its own lane, reading the prefix in place) — or starts as a slot
+    copy (``copy_prefix``) when only part of a cached handle matches. ``share_min=None`` shares nothing.
     ``owners``: whom each root's bytes count toward (``KVStore.owner_bytes``; default: its lane)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prefill needs at least one prompt and no empty prompt")
@@ -150,8 +188,8 @@ def prefill(model: torch.nn.Module, store: KVStore, prompts: Sequence[Sequence[i
                 matches[i] = (shared, n)
     roots, items = [], []
     for p, (h, n), owner in zip(prompts, matches, owners or [None] * len(prompts)):
-        if h is not None and n == h.length and not h.released and h.refs == 0 and owner is None:
-            root = store.insert(h)  # the first user reads the shared prefix in place (no copy)
+        if h is not None and n == h.length:
+            root = store.branch(h, owner=owner)  # its own lane, reading the shared prefix in place (no copy)
         else:
             root = store.copy_prefix(h, n, owner=owner) if h is not None else store.insert(None, owner=owner)
         roots.append(root)

@@ -13,8 +13,10 @@ through a 4D mask (tree attention over the lane; ``policy/decoding.py``).
 Why lanes and not one flat pool: a dense attention reads every slot of its batch row, so rows
 of one problem should not pay for the slots of the others (on CPU, 8 problems in one flat pool
 cost ~4x the attention FLOPs of 8 lanes). A prompt prefix shared across problems is prefilled
-once and *copied* slot to slot into each problem's lane (``copy_prefix``): one copy per
-problem, counted in ``bytes`` like every other live slot.
+once into a cached handle of its own lane; each problem's root ``branch``es from it: a new lane
+whose queries read the prefix's slots *in place* (the forward gathers them once per layer for
+every lane that reads them; ``policy/decoding.py``), so the prefix is held once, not once per
+problem. A cached prefix that only partly matches a prompt is copied (``copy_prefix``).
 
 Per-owner bytes. Every handle counts its slots toward an *owner* (one problem of a search): a
 root's owner is its lane unless given, and children inherit it, so a problem whose tree lives
@@ -54,6 +56,7 @@ class Handle:
     cached: bool = False  # matchable by ``match`` (a shared prompt prefix)
     last_used: int = 0
     owner: object = None  # whose bytes its slots count in (``KVStore.owner_bytes``); a root's lane by default
+    base: Handle | None = None  # a cached prefix in another lane that its path starts with (read in place)
     _mask: torch.Tensor | None = field(default=None, repr=False)  # [>= C] bool: the slots of its path
 
     @property
@@ -75,8 +78,10 @@ class Handle:
         return out[::-1]
 
     def parent_slots(self) -> list[int]:
-        """Slots of the path before this segment."""
-        return [] if self.parent is None else self.parent.parent_slots() + self.parent.slots
+        """Slots, in this handle's lane, of the path before this segment (a ``base`` read from
+        another lane is not among them)."""
+        p = self.parent
+        return [] if p is None or p.lane != self.lane else p.parent_slots() + p.slots
 
     def path_mask(self, capacity: int) -> torch.Tensor:
         """Bool ``[capacity]``: which slots of the lane hold this handle's path (its own included).
@@ -86,7 +91,8 @@ class Handle:
         walking its path; an ancestor's mask never changes while it has children."""
         m = self._mask
         if m is None:
-            m = self.parent.path_mask(capacity).clone() if self.parent is not None else torch.zeros(capacity, dtype=torch.bool)
+            same_lane = self.parent is not None and self.parent.lane == self.lane
+            m = self.parent.path_mask(capacity).clone() if same_lane else torch.zeros(capacity, dtype=torch.bool)
             m[self.slots] = True
             self._mask = m
         elif m.shape[0] < capacity:  # the pool grew
@@ -263,7 +269,8 @@ class KVStore:
                 self._owner_peak[lane] = self._owner_live.get(lane, 0)
         owner = lane if owner is None else owner
         h = Handle(parent=parent, lane=lane, tokens=[], slots=[], offset=0 if parent is None else parent.length,
-                   cached=cached, last_used=next(self._clock), owner=owner)
+                   cached=cached, last_used=next(self._clock), owner=owner,
+                   base=None if parent is None else parent.base)
         self.pool.occupied_lanes[lane] += 1
         if cached:
             self.cached.append(h)
@@ -274,6 +281,24 @@ class KVStore:
         if n < 1:
             raise ValueError(f"fork needs n >= 1, got {n}")
         return [self.insert(handle) for _ in range(n)]
+
+    def branch(self, prefix: Handle, *, owner: object = None) -> Handle:
+        """A new empty root in a new lane whose path continues ``prefix`` — a cached prompt prefix
+        that its lane's queries read *in place* from ``prefix``'s lane (no copy, no forward).
+        Counted toward ``owner`` (its own lane when None); ``prefix`` stays counted where it is,
+        once for all its branches."""
+        self._check_live(prefix, "branch from", allow_released=prefix.cached)
+        if prefix.base is not None:
+            raise ValueError("cannot branch from a handle that itself reads a prefix from another lane")
+        lane = self.pool.new_lane()
+        if owner is None:  # a lane taken afresh: its metering starts again
+            self._owner_peak[lane] = self._owner_live.get(lane, 0)
+        prefix.refs += 1
+        prefix.last_used = next(self._clock)
+        h = Handle(parent=prefix, lane=lane, tokens=[], slots=[], offset=prefix.length, last_used=next(self._clock),
+                   owner=lane if owner is None else owner, base=prefix)
+        self.pool.occupied_lanes[lane] += 1
+        return h
 
     def extend(self, h: Handle, tokens: Sequence[int]) -> list[int]:
         """Append ``tokens`` to ``h``; returns their new slots (the caller's forward writes them)."""
@@ -303,6 +328,8 @@ class KVStore:
         into ``lane`` (a new lane when None) and counted to ``owner`` (as ``insert``): a cached
         prefix shared without a forward."""
         self._check_live(src, "copy", allow_released=src.cached)
+        if src.base is not None:
+            raise ValueError("copy_prefix copies within one lane's path; this handle reads a prefix from another lane")
         if not 0 < n <= src.length:
             raise ValueError(f"copy_prefix needs 0 < n <= {src.length}, got {n}")
         src_slots = (src.parent_slots() + src.slots)[:n]

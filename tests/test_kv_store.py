@@ -166,3 +166,28 @@ def test_owner_bytes_meter_each_tree_as_the_store_counts_all():
     assert store.owner_bytes(a.lane) == 0 and store.owner_peak_bytes(("problem", 1)) == 2 * per
     c = store.insert(None)  # a lane taken afresh meters from zero
     assert c.lane == a.lane and store.owner_peak_bytes(c.lane) == 0
+
+
+def test_a_shared_prefix_is_held_once_and_read_in_place_from_its_lane():
+    p = lively_policy(seed=12)
+    store = new_store(p.model)
+    shared = list(range(5, 45))
+    prompts = [shared + [50, 51], shared + [52], shared + [53, 54, 55]]
+    roots, logits, _, _ = prefill(p.model, store, prompts, share_min=32)
+    per = store.pool.bytes_per_slot
+    assert store.bytes == (40 + 2 + 1 + 3) * per, "the 40 shared tokens are held once, not once per prompt"
+    assert len({r.lane for r in roots}) == 3 and all(r.base is not None and r.base.lane != r.lane for r in roots)
+    assert [store.owner_bytes(r.owner) for r in roots] == [2 * per, 1 * per, 3 * per]
+    # a child decodes over the prefix read from the other lane exactly as over a full forward
+    kid = store.fork(roots[1], 1)[0]
+    out, _ = forward_items(p.model, store, [(kid, [60, 61])])
+    torch.testing.assert_close(out[0], p.model(input_ids=torch.tensor([prompts[1] + [60, 61]])).logits[0, -1],
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="another lane"):
+        store.branch(roots[0])
+    with pytest.raises(ValueError, match="another lane"):
+        store.copy_prefix(roots[0], 1)
+    for h in (kid, *roots):
+        store.release(h)
+    assert store.bytes == 40 * per, "the cached prefix stays (matchable) until evicted"
+    assert store.evict(40 * per) == 40 * per and store.bytes == 0

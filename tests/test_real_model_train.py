@@ -148,20 +148,18 @@ def test_search_solves_gsm8k_with_a_few_shot_prompt(smollm2):
     problems = data.load_gsm8k("test")[:2]
     fmt = few_shot(2, exemplars)
     engine = smollm2.engine(prompt_format=fmt)
-    fed = []
+    fed, extend = [], engine.store.extend
 
-    def count(module, args, kwargs):
-        # engine forwards run the decoder with a 4D mask [G, 1, Q, W]; a padding query reads only the
-        # scratch slot 0, a real one never does
-        fed.append(int((kwargs["attention_mask"][:, 0, :, 0] < 0).sum()))
+    def count(h, tokens):  # every token a forward runs is first appended to the store
+        fed.append(len(tokens))
+        return extend(h, tokens)
 
-    handle = smollm2.model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
-    try:
-        sols = solve_many(problems, policy=engine, verifier=None, strategy="greedy", max_depth=2,
-                          max_step_tokens=12, threshold=1.0)
-    finally:
-        handle.remove()
+    engine.store.extend = count
+    sols = solve_many(problems, policy=engine, verifier=None, strategy="greedy", max_depth=2,
+                      max_step_tokens=12, threshold=1.0)
     assert sum(s.stats["tokens_run"] for s in sols) == sum(fed) > 0
+    assert engine.peak_kv_bytes <= sum(s.stats["peak_kv_bytes"] for s in sols) + len(fmt.prefix_ids(smollm2.tokenizer)) * \
+        engine.store.pool.bytes_per_slot, "the shared prefix is held once (read in place), not per problem"
     prefix = fmt.prefix_ids(smollm2.tokenizer)
     # the few-shot prefix shared by both problems runs once (issue 15): the first problem pays for it
     assert sols[0].stats["tokens_run"] >= len(prefix) > sols[1].stats["tokens_run"]
