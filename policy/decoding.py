@@ -32,29 +32,37 @@ class _PoolCache:
 
     is_compileable = False
 
-    def __init__(self, store: KVStore, slots: torch.Tensor, width: int,
-                 bases: Sequence[tuple[int, torch.Tensor]] = ()):
+    def __init__(self, store: KVStore, lanes: Sequence[int], slots: torch.Tensor, width: int,
+                 bases: Sequence[tuple[int, torch.Tensor | slice]] = ()):
         self.pool, self.slots, self.width, self.bases = store.pool, slots, width, bases  # slots [G, Q]
-        self.lanes = torch.arange(slots.shape[0], device=slots.device)
+        self.lanes = torch.tensor(list(lanes), dtype=torch.long, device=slots.device)  # batch row -> lane
+        # the batch's lanes: a view when they are one range (the usual case), else a gather
+        one_range = list(lanes) == list(range(lanes[0], lanes[0] + len(lanes)))
+        self.read = slice(lanes[0], lanes[0] + len(lanes)) if one_range else self.lanes
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         self.pool.write(layer_idx, self.lanes, self.slots, key_states, value_states)
         out = []
         for t in (self.pool.keys[layer_idx], self.pool.values[layer_idx]):
-            lane_part = t[:, :, : self.width]
+            lane_part = t[self.read, :, : self.width]
             if self.bases:
-                pre = torch.cat([t[g, :, idx] for g, idx in self.bases], 1)  # [Hkv, P, D]
-                lane_part = torch.cat([pre.expand(t.shape[0], -1, -1, -1), lane_part], 2)
+                parts = [t[g, :, idx] for g, idx in self.bases]  # [Hkv, P, D] each (a view if one range)
+                pre = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+                lane_part = torch.cat([pre.expand(lane_part.shape[0], -1, -1, -1), lane_part], 2)
             out.append(lane_part)
         return out[0], out[1]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.width + sum(len(idx) for _, idx in self.bases)
+        return self.width + sum(_count(idx) for _, idx in self.bases)
 
 
-def _base_columns(items, G: int, Q: int, fill: Sequence[int]):
+def _count(idx: torch.Tensor | slice) -> int:
+    return idx.stop - idx.start if isinstance(idx, slice) else len(idx)
+
+
+def _base_columns(items, row_of: dict[int, int], Q: int, fill: Sequence[int]):
     """The cached prefixes some item reads from another lane: ``[(lane, slots [P])]`` and the
-    bool mask ``[G, Q, sum P]`` of which lane's queries read which prefix (all of a lane's do)."""
+    bool mask ``[G, Q, sum P]`` of which batch row's queries read which prefix (all of a lane's do)."""
     bases: dict[int, Handle] = {}
     for h, _ in items:
         if h.base is not None:
@@ -63,15 +71,20 @@ def _base_columns(items, G: int, Q: int, fill: Sequence[int]):
         return (), None
     cols, at, off = [], {}, 0
     for key, b in bases.items():
-        idx = torch.tensor(b.parent_slots() + b.slots, dtype=torch.long)
-        cols.append((b.lane, idx))
+        slots = b.parent_slots() + b.slots
+        idx = torch.tensor(slots, dtype=torch.long)
+        if slots == list(range(slots[0], slots[0] + len(slots))):  # one range (a prefix prefilled at once): a view
+            cols.append((b.lane, slice(slots[0], slots[0] + len(slots))))
+        else:
+            cols.append((b.lane, idx))
         at[key] = (off, off + len(idx))
         off += len(idx)
-    allowed = torch.zeros((G, Q, off), dtype=torch.bool)
+    allowed = torch.zeros((len(row_of), Q, off), dtype=torch.bool)
     for h, _ in items:
         if h.base is not None:
             lo, hi = at[id(h.base)]
-            allowed[h.lane, : fill[h.lane], lo:hi] = True
+            r = row_of[h.lane]
+            allowed[r, : fill[r], lo:hi] = True
     return cols, allowed
 
 
@@ -80,16 +93,21 @@ def new_store(model: torch.nn.Module, *, capacity: int = 64) -> KVStore:
 
 
 def _layout(store: KVStore, items, news):
-    """Input ids, positions, write slots ``[G, Q]`` and the bool mask ``[G, Q, W]`` of a forward.
+    """The batch's lanes (row r feeds lane ``lanes[r]``; lanes without items sit out), input ids,
+    positions, write slots ``[G, Q]``, the bool mask ``[G, Q, P + W]`` (``P``: prefixes read
+    from other lanes, ``_base_columns``), each item's last query, and those prefixes.
 
     Items of one lane take consecutive queries of its row. A query reads its handle's path mask
     (``Handle.path_mask``: the path and all the item's new slots), less the item's later new
     slots (causal within the item); padding queries read only the scratch slot 0."""
-    G, fill = store.pool.lanes, [0] * store.pool.lanes
+    lanes = sorted({h.lane for h, _ in items})  # batch rows: only the lanes this forward feeds
+    row_of = {g: r for r, g in enumerate(lanes)}
+    G, fill = len(lanes), [0] * len(lanes)
     gq: list[tuple[int, int]] = []
     for h, toks in items:
-        gq.append((h.lane, fill[h.lane]))
-        fill[h.lane] += len(toks)
+        r = row_of[h.lane]
+        gq.append((r, fill[r]))
+        fill[r] += len(toks)
     Q, W, C = max(fill), store.pool.width(), store.pool.capacity
     counts = [len(t) for _, t in items]
     if Q == 1:  # one token per lane (a decode step): no per-token expansion
@@ -113,10 +131,10 @@ def _layout(store: KVStore, items, news):
             later = torch.triu_indices(len(new), len(new), 1)
             allowed[g, q0 + later[0], torch.tensor(new, dtype=torch.long)[later[1]]] = False
     last = [(g, q0 + n - 1) for (g, q0), n in zip(gq, counts)]
-    bases, base_allowed = _base_columns(items, G, Q, fill)
+    bases, base_allowed = _base_columns(items, row_of, Q, fill)
     if base_allowed is not None:
         allowed = torch.cat([base_allowed, allowed], 2)
-    return ids, pos, slots, allowed, last, bases
+    return lanes, ids, pos, slots, allowed, last, bases
 
 
 @torch.no_grad()
@@ -128,15 +146,16 @@ def forward_items(model: torch.nn.Module, store: KVStore, items: Sequence[tuple[
     if not items or any(len(t) == 0 for _, t in items):
         raise ValueError("forward_items needs at least one item and no empty token list")
     news = [store.extend(h, toks) for h, toks in items]
-    ids, pos, slots, allowed, last, bases = _layout(store, items, news)
+    lanes, ids, pos, slots, allowed, last, bases = _layout(store, items, news)
     dev = store.pool.device
     if getattr(model.config, "_attn_implementation", "eager") == "sdpa":  # SDPA reads a bool mask as is
         mask = allowed[:, None]
     else:  # every other implementation adds the mask to the scores
         dtype = next(model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-    width = allowed.shape[-1] - sum(len(idx) for _, idx in bases)
-    cache = _PoolCache(store, slots.to(dev), width, [(g, idx.to(dev)) for g, idx in bases])
+    width = allowed.shape[-1] - sum(_count(idx) for _, idx in bases)
+    cache = _PoolCache(store, lanes, slots.to(dev), width, [(g, idx if isinstance(idx, slice) else idx.to(dev))
+                                                           for g, idx in bases])
     decoder = model.get_decoder()
     out = decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), cache=cache,
                   use_cache=True)

@@ -54,7 +54,8 @@ class NodeKV:
 
     def kv_usage(self) -> tuple[int, int]:
         """(live, peak) KV bytes of this node's problem: the store's own count of its owner
-        (``search.accounting.MeteredState``; every slot the problem's tree holds, its prompt's included)."""
+        (``search.accounting.MeteredState``): every slot the problem's tree holds, its prompt's
+        included, except a prompt prefix shared with other problems (held once, in its own lane)."""
         if self.store is None:
             return 0, 0
         return self.store.owner_bytes(self.owner), self.store.owner_peak_bytes(self.owner)

@@ -14,8 +14,9 @@ Definitions (DESIGN §5):
   once (the children of one request share a single encoding of it), as ``RewindEngine`` counts.
 - ``peak_kv_bytes``: the engine's own count. An engine whose KV handles are ``MeteredState``
   (``RewindEngine``: its ``KVStore`` meters every slot a problem's tree holds, the prompt and
-  the rows of an expansion in progress included) reports the most bytes the problem held at
-  once, and search reads it — it keeps no second bookkeeping. Only for an engine that does not
+  the rows of an expansion in progress included; a prompt prefix shared by several problems is
+  held once and counted toward none of them) reports the most bytes the problem held at once,
+  and search reads it — it keeps no second bookkeeping. Only for an engine that does not
   meter (a scripted test engine) search sums the per-node ``kv_bytes`` the engine returned:
   a segment is live while its handle is not released or a descendant's is, summed after every
   expansion round (before that round's releases), maximised over the run. Replays report none.
