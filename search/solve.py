@@ -52,7 +52,8 @@ def solve(
     """Search for a solution of ``problem`` (a question string, or an object with ``.question``).
 
     ``strategy`` is one of ``search.STRATEGIES`` (default ``"beam"``, or ``config``'s);
-    ``threshold`` (default 0.5) prunes nodes whose P(backtrack) is at least it; ``knobs`` are
+    ``threshold`` prunes nodes whose P(backtrack) is at least it (default: the verifier's calibrated
+    ``default_threshold`` when it has one, else the config's 0.5); ``knobs`` are
     fields of the strategy's config (``width``, ``samples``, ``simulations``, ``seed``, ...).
     ``policy`` offers ``.engine(share_kv=...)`` or is a ``PolicyEngine``; ``verifier`` offers
     ``.score(hidden [N, H]) -> [N]`` or is None (the policy's P(⟨b⟩) prunes). With neither
@@ -83,6 +84,10 @@ def solve_many(
     if not problems:
         return []
     policy, verifier = load_parts(policy, verifier)  # None or a path: through the composition root
+    if threshold is None and config is None and "threshold" not in knobs:
+        calibrated = getattr(verifier, "default_threshold", None)  # set by the verifier's training
+        if calibrated is not None:
+            cfg = dataclasses.replace(cfg, threshold=float(calibrated))
     engine = _engine(policy, cfg)
     _check_verifier(verifier, engine.hidden_size)
     if verifier is None and isinstance(cfg, BeamConfig) and cfg.rank == "verifier":

@@ -1,6 +1,9 @@
 """The step verifier: the engine's view of a step equals a from-scratch forward, the head learns
 a planted signal and ranks siblings, persistence, labels, and the search path."""
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from scripted_engine import ARITH, ScriptedEngine
@@ -233,3 +236,42 @@ def test_malformed_steps_score_one_whatever_the_head_says():
              for text in ("She has <<3*4=12>>12 pens.\n", "She has <<3*4=12\n", "She has <<3*4>>12 pens.\n")]
     p = head.score_steps(views)
     assert float(p[0]) < 1.0 and float(p[1]) == 1.0 and float(p[2]) == 1.0
+
+
+def test_search_uses_the_verifiers_calibrated_threshold_unless_told_otherwise():
+    class Scorer:
+        hidden_size = 4
+        default_threshold = 0.15  # below the 0.2 every step gets: everything is pruned at it
+
+        def score_steps(self, views):
+            return torch.tensor([0.2] * len(views))
+
+    class ViewEngine(ScriptedEngine):
+        def _sample(self, state, seed, temperature):
+            import dataclasses
+
+            s = super()._sample(state, seed, temperature)
+            T = max(1, len(s.ids))
+            return s if s.rejected else dataclasses.replace(s, step_hidden=torch.zeros(T, 4),
+                                                              step_logprobs=torch.zeros(T), step_entropies=torch.zeros(T))
+
+    sol = search.solve("What is x?", strategy="beam", policy=ViewEngine(ARITH), verifier=Scorer(), seed=3, width=2,
+                       samples=2)
+    assert sol.tree.config["threshold"] == 0.15 and sol.stats["nodes_pruned"] > 0
+    told = search.solve("What is x?", strategy="beam", policy=ViewEngine(ARITH), verifier=Scorer(), seed=3, width=2,
+                        samples=2, threshold=0.5)
+    assert told.tree.config["threshold"] == 0.5 and told.stats["nodes_pruned"] == 0
+
+
+def test_calibrated_threshold_spares_right_validation_steps():
+    from verifier.step_train import THRESHOLD_GRID, calibrated_threshold
+
+    d = _planted(n_groups=30)
+    head = StepVerifier(16, width=32, layers=1)
+    head.logit_bias.fill_(-30.0)  # every step scores ~0: the lowest threshold spares them all
+    assert calibrated_threshold(head, d) == THRESHOLD_GRID[0]
+    head.logit_bias.fill_(30.0)  # every step scores ~1: no threshold below 1 spares right steps
+    assert calibrated_threshold(head, d) is None
+    head.default_threshold = 0.85
+    assert StepVerifier.from_folder(head.save(Path(tempfile.mkdtemp()) / "v"),
+                                    head.config()).default_threshold == 0.85

@@ -159,6 +159,9 @@ class StepVerifier(nn.Module):
         # the step's own token ids, hashed into a bounded table (a real vocabulary is 50k+ ids); row 0 = unknown
         self.tok = nn.Embedding(TOKEN_BUCKETS + 1, width)
         self.digit_ids = frozenset(int(i) for i in digit_ids)
+        # the pruning threshold search uses when the caller gives none (set by training from validation
+        # steps: ``step_train.calibrated_threshold``); None: search's own default
+        self.default_threshold: float | None = None
         self.place = nn.Embedding(MAX_PLACE + 1, width)  # a digit's place in its number (0: not a digit)
         layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
@@ -237,7 +240,7 @@ class StepVerifier(nn.Module):
         return {"format_version": VERIFIER_FORMAT_VERSION, "kind": STEP_VERIFIER_KIND, "hidden_size": self.hidden_size,
                 "width": self.width, "layers": self.layers, "heads": self.heads, "max_tokens": self.max_tokens,
                 "dropout": self.dropout, "tokenizer_fingerprint": self.tokenizer_fingerprint,
-                "digit_ids": sorted(self.digit_ids)}
+                "digit_ids": sorted(self.digit_ids), "default_threshold": self.default_threshold}
 
     def save(self, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
         path = Path(path)
@@ -258,5 +261,7 @@ class StepVerifier(nn.Module):
         if "digit_ids" not in cfg:  # saved before digit places existed: the place table adds nothing
             state.setdefault("place.weight", torch.zeros_like(head.place.weight))
         head.load_state_dict(state)
+        t = cfg.get("default_threshold")
+        head.default_threshold = None if t is None else float(t)
         head.eval()
         return head
