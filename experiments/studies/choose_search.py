@@ -1,0 +1,48 @@
+"""Choose the search rule on validation problems, never on the test problems it is reported on.
+
+``python -m experiments.studies.choose_search RUN [--n 200]`` solves ``n`` built-in validation
+problems that the run's verifier did not learn from (indices ``skip..skip+n`` of the validation
+split; the verifier's own steps come from the first ``verifier_problems``) with step beam search
+at W=4 M=2 and T=0.4 under each path aggregate (last / max / prod), with MCTS at a matched budget,
+and with greedy decoding; it prints one table and writes ``RUN/choose_search/results.jsonl`` (rows
+are reused on a rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments.studies.evaluate import evaluate
+from experiments.studies.stats import wilson
+from experiments.wiring import load
+from policy.data import generate_problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--skip", type=int, default=400, help="validation problems the verifier's labels came from")
+    args = ap.parse_args(argv)
+    policy, verifier = load(args.run)
+    problems = generate_problems(args.skip + args.n, seed=0, split="validation")[args.skip:]
+    out = Path(args.run) / "choose_search" / "results.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    beam = dict(width=4, samples=2, temperature=0.4, rank="verifier")
+    plan = {"greedy": ("decode", None, {}),
+            **{f"beam {a}": ("beam", verifier, {**beam, "aggregate": a}) for a in ("last", "max", "prod")},
+            "mcts 16x2": ("mcts", verifier, {"simulations": 16, "children": 2, "temperature": 0.4})}
+    print("| method | accuracy | 95% CI | tokens generated / problem |\n|---|---|---|---|")
+    for tag, (method, ver, knobs) in plan.items():
+        rows = evaluate(problems, policy=policy, verifier=ver, method=method, out=out, tag=tag, threshold=1.0,
+                        progress=False, **knobs)
+        k, n = sum(r["correct"] for r in rows), len(rows)
+        lo, hi = wilson(k, n)
+        toks = sum(r["stats"].get("tokens_generated", 0) for r in rows) / n
+        print(f"| {tag} | {k}/{n} = {100 * k / n:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {toks:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
