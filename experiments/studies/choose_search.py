@@ -1,6 +1,6 @@
 """Choose the search rule on validation problems, never on the test problems it is reported on.
 
-``python -m experiments.studies.choose_search RUN [--n 200]`` solves ``n`` built-in validation
+``python -m experiments.studies.choose_search --run RUN [--n 200]`` solves ``n`` built-in validation
 problems that the run's verifier did not learn from (indices ``skip..skip+n`` of the validation
 split; the verifier's own steps come from the first ``verifier_problems``) with step beam search
 at W=4 M=2 and T=0.4 under each path aggregate (last / max / prod), with MCTS at a matched budget,
@@ -11,20 +11,34 @@ are reused on a rerun).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.flags import add_config_flags, config_from_args
 from experiments.studies.evaluate import evaluate
 from experiments.studies.stats import wilson
 from experiments.wiring import load
 from policy.data import generate_problems
+from search.knobs import knob
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChooseSearchConfig:
+    run: str = knob(None, "a run folder with a policy and a verifier (rewind demo writes one)")
+    n: int = knob(200, "validation problems to solve (>= 1)")
+    skip: int = knob(400, "validation problems the verifier's own labels came from (the demo's verifier_problems)")
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            raise ValueError("--run is required")
+        if self.n < 1 or self.skip < 0:
+            raise ValueError(f"need n >= 1 and skip >= 0, got n={self.n}, skip={self.skip}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run")
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--skip", type=int, default=400, help="validation problems the verifier's labels came from")
-    args = ap.parse_args(argv)
+    add_config_flags(ap, ChooseSearchConfig)
+    args = config_from_args(ap.parse_args(argv), ChooseSearchConfig)
     policy, verifier = load(args.run)
     problems = generate_problems(args.skip + args.n, seed=0, split="validation")[args.skip:]
     out = Path(args.run) / "choose_search" / "results.jsonl"
