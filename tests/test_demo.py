@@ -65,3 +65,17 @@ def test_solve_without_a_default_run_says_which_command_makes_one(home):
 
     with pytest.raises(FileNotFoundError, match="rewind demo"):
         search.solve("What is 2 plus 2?")
+
+
+def test_solve_stage_threshold_is_the_flag_else_the_verifiers_calibrated_one():
+    from types import SimpleNamespace
+
+    from experiments.studies.demo import DemoConfig
+    from experiments.studies.demo_stages import solve_threshold
+
+    calibrated = SimpleNamespace(default_threshold=0.85)
+    assert solve_threshold(DemoConfig(out="x"), calibrated) == 0.85
+    assert solve_threshold(DemoConfig(out="x", threshold=0.3), calibrated) == 0.3
+    assert solve_threshold(DemoConfig(out="x"), SimpleNamespace(default_threshold=None)) == 0.5
+    with pytest.raises(ValueError):
+        DemoConfig(out="x", threshold=1.5)

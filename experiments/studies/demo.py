@@ -48,7 +48,8 @@ class DemoConfig:
     eval_problems: int = _f(64, "held-out test problems solved by every method (>= 1)")
     sweep_problems: int = _f(24, "held-out problems in the threshold sweep (>= 1)")
     thresholds: tuple[float, ...] = _f((0.2, 0.35, 0.5, 0.65, 0.8, 1.0), "verifier thresholds of the sweep")
-    threshold: float = _f(0.5, "pruning threshold of the solve stage, in [0, 1]")
+    threshold: float | None = _f(None, "pruning threshold of the solve stage, in [0, 1] (default: the verifier's "
+                                       "calibrated one, which spares right validation steps; 0.5 without one)")
     best_of_n: int = _f(4, "samples of best-of-N (>= 1)")
     beam_width: int = _f(4, "beam width W (>= 1)")
     beam_samples: int = _f(2, "children per beam M (>= 1)")
@@ -66,7 +67,7 @@ class DemoConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.train_epochs > 0:
             raise ValueError(f"train_epochs must be > 0, got {self.train_epochs}")
-        if not 0 <= self.threshold <= 1 or any(not 0 <= t <= 1 for t in self.thresholds):
+        if (self.threshold is not None and not 0 <= self.threshold <= 1) or any(not 0 <= t <= 1 for t in self.thresholds):
             raise ValueError("thresholds must lie in [0, 1]")
         if not self.out:
             raise ValueError("out (the run folder) is required")

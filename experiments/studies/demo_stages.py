@@ -69,16 +69,25 @@ def _policy_and_verifier(run: Path):
     return load_run(run)
 
 
+def solve_threshold(cfg: DemoConfig, verifier) -> float:
+    """The solve stage's threshold: ``--threshold``, else the verifier's calibrated one, else 0.5."""
+    if cfg.threshold is not None:
+        return cfg.threshold
+    t = getattr(verifier, "default_threshold", None)
+    return 0.5 if t is None else float(t)
+
+
 def solve(cfg: DemoConfig, run: Path) -> dict:
     pol, ver = _policy_and_verifier(run)
+    threshold = solve_threshold(cfg, ver)
     problems = generate_problems(cfg.eval_problems, seed=cfg.seed, split="test")
     acc = {}
     for method in METHODS:
         rows = evaluate(problems, policy=pol, verifier=ver, method=method, out=run / "results.jsonl", tag=method,
-                        threshold=cfg.threshold, seed=cfg.seed, trees_dir=run / "trees", trees_limit=cfg.example_trees,
+                        threshold=threshold, seed=cfg.seed, trees_dir=run / "trees", trees_limit=cfg.example_trees,
                         max_new_tokens=96 if cfg.quick else 320, **_knobs(cfg, method))
         acc[method] = sum(r["correct"] for r in rows) / len(rows)
-    return {"accuracy": acc}
+    return {"accuracy": acc, "threshold": threshold}
 
 
 def sweep(cfg: DemoConfig, run: Path) -> dict:
@@ -148,6 +157,11 @@ def _table(summary: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _used_threshold(rows: list[dict]) -> str:
+    used = sorted({r["threshold"] for r in rows if r.get("threshold") is not None})
+    return ", ".join(f"{t:g}" for t in used) or "–"
+
+
 def report(cfg: DemoConfig, run: Path, log=print) -> dict:
     rows = read_results(run / "results.jsonl")
     summary = summary_rows(rows, METHODS)
@@ -157,7 +171,7 @@ def report(cfg: DemoConfig, run: Path, log=print) -> dict:
     vm = json.loads((run / "verifier_train" / "metrics.json").read_text()).get("test", {})
     tm = json.loads((run / "train" / "metrics.json").read_text())
     text = [f"# Rewind demo — {run}\n", f"Config fingerprint `{cfg.fingerprint()}`; "
-            f"{'quick' if cfg.quick else 'full'} run; threshold {cfg.threshold}.\n",
+            f"{'quick' if cfg.quick else 'full'} run; threshold {_used_threshold(rows)}.\n",
             f"\n## Held-out built-in problems ({cfg.eval_problems})\n\n", _table(summary),
             "\n## Threshold sweep (step beam + verifier; live runs and the replay of the search recorded at τ=1)\n\n",
             _demote(sweep_md.read_text()) if sweep_md.exists() else "(no sweep)\n",
