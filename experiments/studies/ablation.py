@@ -173,7 +173,9 @@ def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:
 
     vc = VerifierTrainConfig(out=str(pol_run.parent / "verifier_run"), policy=str(pol_run), seed=seed,
                              labels=cfg.verifier_labels, num_problems=cfg.verifier_problems,
-                             **({"epochs": 5, "samples_per_problem": 1, "max_new_tokens": 48} if cfg.smoke else {}))
+                             **({"epochs": 3, "samples_per_problem": 1, "max_new_tokens": 48, "reference_problems": 24,
+                                 "reference_slips": 1, "max_depth": 4, "max_step_tokens": 40} if cfg.smoke
+                                else {"epochs": 12}))  # the step verifier: 12 epochs, as the demo's
     if not _finished(Path(vc.out), vc, marker="metrics.json", what="verifier"):
         train_verifier(vc, progress=False)
     return pol_run.parent
