@@ -151,7 +151,8 @@ def _finished(folder: Path, config: Any, *, marker: str, what: str) -> bool:
     # paths (out, init, harvest_from, policy) locate the stage, they do not configure it: a moved
     # or copied ablation folder reuses its finished stages
     paths = ("resume", "out", "init", "harvest_from", "policy")
-    changed = sorted(k for k in new if k not in paths and old.get(k) != new[k])
+    # a None field (lr, num_problems, ...) means "the model's default", which training resolves and saves
+    changed = sorted(k for k in new if k not in paths and new[k] is not None and old.get(k) != new[k])
     if changed:
         raise ValueError(f"{folder} holds a {what} trained with another config ({', '.join(changed)} differ); "
                          "remove it or choose another --out")
