@@ -84,14 +84,8 @@ class Stepper:
         batch.sims = [r.sim for r in live]
         while live:
             chosen = self._choose(live, logits)
-            keep = []
-            for b, row in enumerate(live):
-                stop = self.rules.before_feed(row, chosen[b])
-                if stop:
-                    row.logits = logits[b]
-                    yield row, stop
-                else:
-                    keep.append(b)
+            stopped, keep = _split(live, logits, [self.rules.before_feed(row, chosen[b]) for b, row in enumerate(live)])
+            yield from stopped
             live, logits = self._select(batch, live, logits, keep)
             if not live:
                 return
@@ -99,15 +93,12 @@ class Stepper:
             logits, hidden, deleted = batch.feed(toks)
             if self.on_forward is not None:
                 self.on_forward(live, logits, hidden)
-            keep = []
+            reasons = []
             for b, row in enumerate(live):
                 self._fed(row, toks[b], deleted[b], hidden[b])
-                stop = self.rules.after_feed(row, toks[b])
-                if stop:
-                    row.logits = logits[b]
-                    yield row, stop
-                else:
-                    keep.append(b)
+                reasons.append(self.rules.after_feed(row, toks[b]))
+            stopped, keep = _split(live, logits, reasons)
+            yield from stopped
             live, logits = self._select(batch, live, logits, keep)
 
     def _choose(self, live: list[Row], logits: torch.Tensor) -> list[int]:
@@ -162,3 +153,16 @@ class Stepper:
             return live, logits
         batch.select(keep)
         return [live[b] for b in keep], logits[keep]
+
+
+def _split(live: list[Row], logits: torch.Tensor, reasons: list) -> tuple[list[tuple[Row, str]], list[int]]:
+    """``(rows whose stop rule fired, with their reason; indices of the others)``; a stopped row
+    keeps its next-token logits."""
+    stopped, keep = [], []
+    for b, (row, stop) in enumerate(zip(live, reasons)):
+        if stop:
+            row.logits = logits[b]
+            stopped.append((row, stop))
+        else:
+            keep.append(b)
+    return stopped, keep
