@@ -29,6 +29,7 @@ from policy.generate import generate
 from policy.locate import locate
 from policy.lora import apply_lora
 from policy.model import Policy, load_policy, tiny_policy
+from policy.plateau import PlateauStop, best_eval
 from policy.prompt_spec import prompt_format_from_spec
 from policy.train_config import TrainConfig, default_lr, resolve_counts
 
@@ -185,6 +186,9 @@ def training_arguments(config: TrainConfig, **overrides: Any) -> TrainingArgumen
         ddp_backend="gloo" if _distributed_cpu() else None,
         # per-rank token means, averaged by DDP; the cross-device variant scales logged/eval losses by world size
         average_tokens_across_devices=False,
+        # metrics.json's train_tokens: every token fed, padding included (the compute; a 4-D mask
+        # in the hard layout rules out transformers' non-padding count)
+        include_num_input_tokens_seen="all",
     )
     kw.update(overrides)
     return TrainingArguments(**kw)
@@ -198,6 +202,7 @@ def fit(policy: Policy, train_dataset, eval_dataset, config: TrainConfig, *, col
     ``collator`` defaults to the SFT ``Collator`` of ``config.mode`` (which refuses a policy
     without ⟨b⟩ for a backtrack mode). With ``config.resume`` training continues from the last
     complete checkpoint in ``OUT/checkpoints``; without it, existing checkpoints are an error.
+    With ``config.plateau_patience`` the ``policy.plateau`` rule may end training early.
     """
     out = Path(config.out)
     if config.lr is None:
@@ -215,9 +220,12 @@ def fit(policy: Policy, train_dataset, eval_dataset, config: TrainConfig, *, col
         raise ValueError(f"{out} already holds checkpoints ({resume_from.name}); pass --resume to continue "
                          "that run, or choose another --out")
     policy.model.train()
+    plateau = PlateauStop(config.plateau_patience, config.plateau_delta) if config.plateau_patience else None
+    kwargs = dict(trainer_kwargs or {})
+    callbacks = [*(kwargs.pop("callbacks", None) or []), *([plateau] if plateau else [])]
     trainer = trainer_cls(model=policy.model, args=training_arguments(config, **(args_overrides or {})),
                           train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=collator,
-                          **(trainer_kwargs or {}))
+                          callbacks=callbacks or None, **kwargs)
     if config.resume and resume_from is None:
         print(f"rewind: no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -230,12 +238,21 @@ def fit(policy: Policy, train_dataset, eval_dataset, config: TrainConfig, *, col
                    "world_size": trainer.args.world_size,
                    "resumed_from": resume_from.name if resume_from else None,
                    "train_examples": len(train_dataset), "eval_examples": len(eval_dataset),
-                   **(extra_metrics or {}), "log_history": trainer.state.log_history}
+                   **_stop_metrics(trainer, plateau), **(extra_metrics or {}),
+                   "log_history": trainer.state.log_history}
         atomic_write_json(out / "train_config.json", dataclasses.asdict(config))
         atomic_write_json(out / "metrics.json", metrics)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the artifacts exist
     return out
+
+
+def _stop_metrics(trainer: Trainer, plateau: PlateauStop | None) -> dict:
+    """How training ended: the plateau rule's stop (if any), the best eval and the tokens trained on."""
+    best_loss, best_step = best_eval(trainer.state.log_history)
+    stop = plateau.summary() if plateau else {"stopped_early": False, "plateau_step": None}
+    return {**stop, "best_eval_loss": best_loss, "best_eval_step": best_step,
+            "train_tokens": int(trainer.state.num_input_tokens_seen)}
 
 
 def _problems(config: TrainConfig, n: int, split: str) -> list:

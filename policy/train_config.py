@@ -6,6 +6,14 @@ Defaults that depend on the model or the data are ``None`` here and are filled i
 ``resolve_counts`` (problem counts, from the dataset's size, before any model is loaded) and by
 ``policy.sft`` (the learning rate from the model, the longest sequence from the tokenized data);
 the resolved values are what ``train_config.json`` records.
+
+Plateau stopping (``plateau_patience`` > 0, ``policy.plateau``): training ends once the held-out eval
+loss has gone ``plateau_patience`` evals in a row without improving by ``plateau_delta`` (relative);
+``max_steps`` / ``num_epochs`` then only cap it. The learning-rate schedule still runs over that cap:
+under ``cosine`` a run that stops early stops at a still-high rate, and where it stops depends on the
+decay as much as on the data, so pair the rule with ``constant_with_warmup`` (what ``rewind ablation``
+does) to make the stop a property of the training mode alone. The policy saved is the one at the stop;
+``metrics.json`` records ``stopped_early``, ``plateau_step``, ``best_eval_loss`` and ``best_eval_step``.
 """
 
 from __future__ import annotations
@@ -51,10 +59,15 @@ class TrainConfig:
     grad_accum: int = _f(1, "gradient accumulation steps (>= 1)")
     lr: float | None = _f(None, f"peak learning rate (> 0); default: {LR_TINY} for the built-in tiny policy, "
                           f"{LR_LORA} for LoRA, {LR_FULL} for full fine-tuning of a pretrained model")
-    lr_scheduler: str = _f("cosine", "transformers scheduler name (cosine, linear, constant, ...)")
+    lr_scheduler: str = _f("cosine", "transformers scheduler name (cosine, linear, constant, constant_with_warmup, "
+                           "...); with --plateau-patience a constant one (cosine decays over the max_steps cap)")
     warmup_ratio: float = _f(0.03, "share of steps spent warming the learning rate up, in [0, 1)")
     weight_decay: float = _f(0.0, "AdamW weight decay (>= 0)")
     seed: int = _f(0, "seed for data building, initialisation and shuffling")
+    # plateau stopping (policy.plateau): stop once the eval loss no longer improves
+    plateau_patience: int = _f(0, "stop after this many evals in a row (every --eval-steps) without a relative "
+                               "improvement of --plateau-delta in the eval loss; 0: off (train max_steps / num_epochs)")
+    plateau_delta: float = _f(0.01, "relative eval-loss improvement that resets the plateau count, in [0, 1)")
     # DPO (Rafailov et al. 2023)
     beta: float = _f(0.1, "dpo: inverse temperature β of the implicit reward (> 0)")
     nll_weight: float = _f(1.0, "dpo: weight α of the NLL term on the chosen completion (>= 0)")
@@ -105,6 +118,11 @@ class TrainConfig:
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 (use num_epochs) or >= 1, got {self.max_steps}")
+        if isinstance(self.plateau_patience, bool) or not isinstance(self.plateau_patience, int) \
+                or self.plateau_patience < 0:
+            raise ValueError(f"plateau_patience must be an int >= 0 (0: off), got {self.plateau_patience!r}")
+        if not 0 <= self.plateau_delta < 1:
+            raise ValueError(f"plateau_delta must be a relative improvement in [0, 1), got {self.plateau_delta!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0 or self.nll_weight < 0:
