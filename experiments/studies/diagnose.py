@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments.studies.backtracks import EFFECT_KEYS, backtrack_effects, with_rates
 from experiments.studies.evaluate import evaluate
 from experiments.studies.stats import mcnemar, wilson
 from experiments.wiring import load_run
@@ -32,7 +33,6 @@ from policy.data import generate_problems, load_gsm8k
 from policy.data.grading import answers_match, extract_answer, parse_annotations
 from policy.data.problems import format_prompt
 from policy.generate import generate
-from policy.layout import apply_backspaces
 from search.knobs import knob as _f
 from verifier.baselines import CheckerOracle, RandomRanker
 from verifier.labels import holds_error
@@ -128,32 +128,6 @@ def error_taxonomy(text: str, reference: str) -> str:
     return "answer"
 
 
-def _backtrack_effects(policy, gens) -> dict:
-    """Per ⟨b⟩-run: ``fix`` (it deleted an error and the alive text after its line is right),
-    ``harm`` (it deleted text that held no error), ``other``."""
-    tok, bid = policy.tokenizer, policy.backtrack_id
-    fix = harm = other = 0
-    for g in gens:
-        plen = len(g.prompt_ids)
-        ids = list(g.prompt_ids) + list(g.raw_ids)
-        for ev in g.backtracks:
-            start = plen + ev.start
-            before = tok.decode(apply_backspaces(ids[:start], bid, prompt_len=plen)[plen:], skip_special_tokens=True)
-            if not holds_error(before):
-                harm += 1
-                continue
-            nl = next((j for j in range(start + ev.length, len(ids)) if "\n" in tok.decode([ids[j]])), len(ids) - 1)
-            after = tok.decode(apply_backspaces(ids[:nl + 1], bid, prompt_len=plen)[plen:], skip_special_tokens=True)
-            fix, other = (fix + 1, other) if not holds_error(after) else (fix, other + 1)
-    return {"runs": fix + harm + other, "fix": fix, "harm": harm, "other": other}
-
-
-def _with_rates(counts: dict) -> dict:
-    runs = counts["runs"]
-    return {**counts, "fix_rate": counts["fix"] / runs if runs else None,
-            "harm_rate": counts["harm"] / runs if runs else None}
-
-
 def _problems(cfg: DiagnoseConfig):
     if cfg.task == "builtin":
         return list(generate_problems(cfg.n, seed=cfg.seed, split="test"))
@@ -171,9 +145,9 @@ def _sampling(cfg: DiagnoseConfig, policy, problems) -> dict:
                             max_new_tokens=cfg.max_new_tokens)
             for i, (g, p) in enumerate(zip(gens, problems)):
                 correct[i] += int(answers_match(extract_answer(g.text), p.answer))
-            effects.append(_backtrack_effects(policy, gens))
+            effects.append(backtrack_effects(policy, gens))
         ks = [k for k in (1, 4, 8, 16) if k <= cfg.samples]
-        eff = _with_rates({key: sum(e[key] for e in effects) for key in ("runs", "fix", "harm", "other")})
+        eff = with_rates({key: sum(e[key] for e in effects) for key in EFFECT_KEYS})
         out[f"{t:g}"] = {"pass_at_k": {str(k): sum(pass_at_k(cfg.samples, c, k) for c in correct) / len(problems)
                                        for k in ks}, "backtrack_runs": eff}
     return out

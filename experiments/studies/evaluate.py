@@ -4,7 +4,9 @@ Methods are the search strategies (``greedy``, ``best_of_n``, ``beam``, ``mcts``
 decoders: ``decode`` (greedy with rewind) and ``decode-soft`` (⟨b⟩ kept in the cache: the soft
 ablation). Results are appended as they finish (``policy.atomic.append_jsonl``); a rerun skips
 problems already in the file under the same ``tag``, so an interrupted run resumes and never
-writes a problem twice. ``shard=(rank, world)`` evaluates every ``world``-th problem.
+writes a problem twice. ``shard=(rank, world)`` evaluates every ``world``-th problem. Rows of the
+decoders carry ``stats["b_effects"]``: what each ⟨b⟩-run did (``experiments.studies.backtracks``;
+rows written before it lack the key).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import search
+from experiments.studies.backtracks import backtrack_effects
 from policy.atomic import append_jsonl
 from policy.data import answers_match, extract_answer, format_prompt
 from policy.generate import generate
@@ -59,7 +62,8 @@ def _decode_rows(problems, policy, *, rewind: bool, max_new_tokens: int, seed: i
     for g in gens:
         n_b = sum(e.length for e in g.backtracks)
         stats = {"tokens_generated": len(g.raw_ids), "backtracks": n_b, "runs": len(g.backtracks),
-                 "stop_reason": g.stop_reason, "wall_s": wall, "wall_s_per_problem": wall}
+                 "stop_reason": g.stop_reason, "wall_s": wall, "wall_s_per_problem": wall,
+                 "b_effects": backtrack_effects(policy, [g])}  # what each ⟨b⟩-run did (fix / harm / other)
         out.append((extract_answer(g.text), g.text, stats))
     return out
 
