@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from experiments.studies.ablation import AblationConfig, run_ablation
-from experiments.studies.ablation_report import Cell, cells_of, signal_lines, table_lines
+from experiments.inputs import config_hash
+from experiments.studies.ablation import (
+    NOT_HASHED,
+    AblationConfig,
+    _finished,
+    _train_config,
+    check_dependencies,
+    run_ablation,
+)
+from experiments.studies.ablation_cells import claim, order_cells, parse_only, results_path, run_dir
+from experiments.studies.ablation_report import Cell, cells_of, mechanism_lines, signal_lines, table_lines
 from experiments.studies.stats import bootstrap_ci, mcnemar, wilson
 
 
@@ -74,9 +87,143 @@ def test_config_validation():
         AblationConfig(out="x", inference="beam")
     with pytest.raises(ValueError, match="seeds"):
         AblationConfig(out="x", seeds="0,a")
+    for bad, match in ((dict(plateau_patience=-1), "plateau_patience"), (dict(plateau_delta=1.0), "plateau_delta"),
+                       (dict(eval_steps=0), "eval_steps"), (dict(verifier_epochs=0), "verifier_epochs"),
+                       (dict(verifier_reference_problems=-1), "verifier_reference_problems"),
+                       (dict(max_steps=0), "max_steps"), (dict(stage="fit"), "stage")):
+        with pytest.raises(ValueError, match=match):
+            AblationConfig(out="x", **bad)
     cfg = AblationConfig(out="x", smoke=True).effective()
     assert cfg.n == 8 and cfg.seeds == "0"
     assert len(cfg.cells) == 6 * 5 + 2  # every mode x method, plus the P(b) signal for hard
+    full = AblationConfig(out="x")
+    assert (full.max_steps, full.plateau_patience, full.eval_steps, full.verifier_epochs,
+            full.verifier_reference_problems) == (1500, 3, 50, 8, 2000)
+
+
+def test_only_picks_cells_and_refuses_unknown_ones():
+    modes, seeds = ["clean", "hard", "hard+dpo"], [0, 1]
+    assert parse_only("", modes, seeds) == [(m, s) for s in seeds for m in modes]
+    assert parse_only(" hard+dpo:1, clean:0 ,hard:1", modes, seeds) == [("clean", 0), ("hard", 1), ("hard+dpo", 1)]
+    for bad, match in (("hard", "MODE:SEED"), ("hard:x", "MODE:SEED"), ("naive:0", "not a cell"),
+                       ("hard:2", "not a cell")):
+        with pytest.raises(ValueError, match=match):
+            parse_only(bad, modes, seeds)
+    with pytest.raises(ValueError, match="not a cell"):
+        AblationConfig(out="x", seeds="0", only="hard:1")
+    assert order_cells([("hard+dpo", 0), ("clean", 1), ("clean", 0), ("hard", 0)]) == [
+        ("hard", 0), ("clean", 0), ("hard+dpo", 0), ("clean", 1)]
+    assert AblationConfig(out="x", only="clean:2").selected == [("clean", 2)]
+
+
+def _fake_policy(cfg, out, mode, seed, **config_changes):
+    """A 'finished' policy stage: its train_config.json (as training writes it) and metrics.json."""
+    tc = _train_config(cfg, out, mode, seed)
+    folder = run_dir(out, mode, seed) / "policy_run"
+    folder.mkdir(parents=True)
+    saved = {**dataclasses.asdict(tc), **config_changes}
+    (folder / "train_config.json").write_text(json.dumps(saved))
+    (folder / "metrics.json").write_text(json.dumps({"global_step": 1}))
+    return tc, folder
+
+
+def test_follow_ups_are_refused_until_their_hard_policy_is_trained(tmp_path):
+    cfg = AblationConfig(out=str(tmp_path), seeds="0,1")
+    with pytest.raises(ValueError, match=r"hard\+dpo:1 starts from the hard policy of seed 1.*--only hard:1"):
+        check_dependencies(cfg, tmp_path, [("clean", 1), ("hard+dpo", 1)])
+    check_dependencies(cfg, tmp_path, [("hard", 1), ("hard+dpo", 1), ("hard+onpolicy", 1)])  # trained first
+    _fake_policy(cfg, tmp_path, "hard", 1)
+    check_dependencies(cfg, tmp_path, [("hard+onpolicy", 1)])  # hard:1 finished
+    with pytest.raises(ValueError, match="hard\\+onpolicy:0"):
+        check_dependencies(cfg, tmp_path, [("hard+onpolicy", 0)])
+
+
+def test_a_policy_saved_before_the_plateau_knobs_reads_as_trained_without_them(tmp_path):
+    off = AblationConfig(out=str(tmp_path), plateau_patience=0)
+    tc, folder = _fake_policy(off, tmp_path, "clean", 0)
+    old = {k: v for k, v in json.loads((folder / "train_config.json").read_text()).items()
+           if not k.startswith("plateau_")}  # an old run's file: no plateau keys
+    (folder / "train_config.json").write_text(json.dumps(old))
+    assert _finished(folder, tc, marker="metrics.json", what="policy")  # missing keys = their (off) defaults
+    on = _train_config(AblationConfig(out=str(tmp_path)), tmp_path, "clean", 0)
+    with pytest.raises(ValueError, match="plateau_patience differ"):
+        _finished(folder, on, marker="metrics.json", what="policy")
+
+
+def test_a_cell_claimed_by_a_live_process_is_refused_and_a_dead_claim_taken_over(tmp_path):
+    lock = tmp_path / "cell" / ".train.lock"
+    lock.parent.mkdir()
+    lock.write_text(f"{os.getppid()}\n")  # a live process that is not this one
+    with pytest.raises(RuntimeError, match=f"process {os.getppid()}"):
+        with claim(lock, "training hard:0"):
+            pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    lock.write_text(f"{dead}\n")
+    with claim(lock, "training hard:0"):
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()
+
+
+def test_eval_and_report_stages_train_nothing(tmp_path):
+    with pytest.raises(ValueError, match=r"budgets.json is missing.*--only hard:0"):
+        run_ablation(AblationConfig(out=str(tmp_path), stage="eval", only="clean:0"), progress=False)
+    (tmp_path / "budgets.json").write_text(json.dumps({"target_tokens": 10}))
+    with pytest.raises(ValueError, match=r"cells clean:0 are not trained yet.*--stage train --only clean:0"):
+        run_ablation(AblationConfig(out=str(tmp_path), stage="eval", only="clean:0"), progress=False)
+    tmp_path = tmp_path / "report"  # another config: another folder
+    cfg = AblationConfig(out=str(tmp_path), modes="clean,hard", seeds="0,1", stage="report")
+    h = config_hash(cfg, ignore=NOT_HASHED)
+    for mode, correct in (("clean", {0: [0, 0, 1, 0], 1: [0, 1, 1, 0]}), ("hard", {0: [1, 1, 1, 0], 1: [1, 0, 1, 1]})):
+        rows = [{**r, "config_hash": h, "tag": f"{mode}|s{r['seed']}|greedy-rewind"}
+                for r in _rows(mode, "greedy-rewind", correct)]
+        for seed in (0, 1):
+            results_path(tmp_path, mode, seed).parent.mkdir(exist_ok=True)
+            results_path(tmp_path, mode, seed).write_text(
+                "".join(json.dumps(r) + "\n" for r in rows if r["seed"] == seed))
+    _fake_policy(cfg, tmp_path, "hard", 0)
+    text = run_ablation(cfg, progress=False)
+    assert "| hard | 0.250 / 0.500 · sd 0.177 | " not in text  # hard's own accuracies are 0.75 / 0.75
+    assert "| hard | 0.750 / 0.750 · sd 0.000<br>Δ per seed +0.250 … +0.500 |" in text
+    assert "| clean | 0 | not trained |" in text and "| hard | 0 | 1 | –" in text
+    assert not (run_dir(tmp_path, "clean", 0) / "policy_run").exists()  # nothing trained
+
+
+def test_training_table_reads_each_policy_metrics(tmp_path):
+    from experiments.studies.ablation_report import training_lines
+
+    folder = run_dir(tmp_path, "hard", 0) / "policy_run"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "global_step": 400, "stopped_early": True, "plateau_step": 400, "best_eval_loss": 0.05321,
+        "best_eval_step": 250, "eval_loss": 0.0541, "train_tokens": 1234567, "train_runtime": 600.0}))
+    old = run_dir(tmp_path, "clean", 0) / "policy_run"
+    old.mkdir(parents=True)  # written before the plateau keys: best eval from log_history
+    (old / "metrics.json").write_text(json.dumps({"global_step": 300, "eval_loss": 0.2, "log_history": [
+        {"eval_loss": 0.3, "step": 100}, {"eval_loss": 0.19, "step": 200}, {"loss": 0.1, "step": 300}]}))
+    text = "\n".join(training_lines(tmp_path, ["clean", "hard", "naive"], [0]))
+    assert "| hard | 0 | 400 | yes (step 400) | 0.0532 (250) | 0.0541 | 1,234,567 | 10.0 |" in text
+    assert "| clean | 0 | 300 | – | 0.1900 (200) | 0.2000 | – | – |" in text
+    assert "| naive | 0 | not trained |" in text
+
+
+def test_mechanism_table_counts_the_runs_of_greedy_rewind():
+    def row(mode, correct, runs, effects=None):
+        stats = {"tokens_generated": 5, "runs": runs, **({"b_effects": effects} if effects else {})}
+        return {"mode": mode, "inference": "greedy-rewind", "problem_id": "p", "seed": 0, "correct": correct,
+                "stats": stats}
+
+    rows = [row("hard", True, 2, {"runs": 2, "fix": 1, "harm": 0, "other": 1}),
+            row("hard", False, 1, {"runs": 1, "fix": 0, "harm": 1, "other": 0}),
+            row("hard", True, 0, {"runs": 0, "fix": 0, "harm": 0, "other": 0}),
+            row("hard", False, 0, {"runs": 0, "fix": 0, "harm": 0, "other": 0}),
+            row("clean", False, 1),  # an old row: runs known, effects not
+            {**row("hard", True, 9), "inference": "beam+verifier"}]  # other inference: not counted
+    text = "\n".join(mechanism_lines(rows, ["clean", "hard"]))
+    # hard: 2 of 4 solutions hold a run (accuracy 0.5 with, 0.5 without); 3 runs, 2 on an error, 1 harm, 1 fix of 2
+    assert "| hard | 4 | 50.0% | 0.500 / 0.500 | 3 | 66.7% (2) | 33.3% (1) | 50.0% (1) |" in text
+    assert "| clean | 1 | 100.0% | 0.000 / – | 1 | – | – | – |" in text
+    assert mechanism_lines(rows, ["naive"]) == []
 
 
 def test_help_documents_the_command(capsys):
@@ -94,8 +241,12 @@ def test_smoke_ablation_end_to_end(tmp_path):
     text = run_ablation(AblationConfig(out=str(out), smoke=True), progress=False)
     for mode in ("clean", "naive", "masked", "hard", "hard+dpo", "hard+onpolicy"):
         assert f"| {mode} |" in text
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for path in sorted(out.glob("results-*.jsonl")) for line in path.read_text().splitlines()]
     assert len(rows) == 8 * (6 * 5 + 2) and len({r["config_hash"] for r in rows}) == 1
+    assert "## Training" in text and "## Mechanism" in text
+    metrics = json.loads((out / "runs" / "hard_dpo-s0" / "policy_run" / "metrics.json").read_text())
+    assert metrics["global_step"] <= 3 and "stopped_early" in metrics and "plateau_step" in metrics
+    assert all("b_effects" in r["stats"] for r in rows if r["inference"] == "greedy-rewind")
     assert (out / "ablation.png").stat().st_size > 1000 and (out / "budgets.json").exists()
     assert run_ablation(AblationConfig(out=str(out), smoke=True), progress=False) == text  # all reused
     with pytest.raises(ValueError, match="another config"):

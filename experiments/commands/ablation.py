@@ -1,18 +1,36 @@
 """``rewind ablation``: training modes × inference methods at matched token budgets, with 95% CIs
 and McNemar tests vs the clean baseline; also verifier vs the policy's P(⟨b⟩) as pruning signal.
 
-It trains every policy (and its verifier) itself, into ``OUT/runs/<mode>-s<seed>/``, reusing
-finished ones; then evaluates every cell into ``OUT/results.jsonl`` (resumable) and writes
-``OUT/ablation.md`` and ``OUT/ablation.png``. Every flag is a field of
-``experiments.studies.ablation.AblationConfig``.
+It trains every policy (and its verifier) itself, into ``OUT/runs/<mode>-s<seed>/``, each to its
+plateau under one rule (eval loss every --eval-steps; stop after --plateau-patience evals without a
+--plateau-delta relative gain; --max-steps caps it), reusing finished ones; then evaluates every
+cell into ``OUT/results-<mode>-s<seed>.jsonl`` (resumable) and writes ``OUT/ablation.md`` (accuracy,
+budgets, training steps per policy, per-seed spread, the ⟨b⟩ mechanism) and ``OUT/ablation.png``.
+Every flag is a field of ``experiments.studies.ablation.AblationConfig``.
 
-  rewind ablation --out runs/ablation                 # the full table: 6 modes x 5 methods, 3 seeds, 500 problems
+  rewind ablation --out runs/ablation                 # everything, in one process
   rewind ablation --out /tmp/ablation-smoke --smoke   # the pipeline end to end in 2-3 minutes
 
-The full default trains 18 policies and 18 verifiers and solves 48,000 (problem, cell) pairs, 27,000
-of them with ~1,000-token sampling budgets: roughly 35-45 hours on 2 idle CPU cores (search runs at
-~250 tokens/s there), far less on a GPU. A cheaper table: --seeds 0,1 --budget 4 (about 10-12 hours).
-A rerun resumes where it stopped (finished policies, verifiers and problems are reused).
+In parallel: --stage {train,eval,report} and --only MODE:SEED,... split the work into processes
+(give every process the same other flags; run them with OMP_NUM_THREADS=1, one per core):
+
+  rewind ablation --out X --stage train --only hard:0,hard+dpo:0,hard+onpolicy:0   # also calibrates
+  rewind ablation --out X --stage train --only clean:0,naive:0,masked:0            # at the same time
+  ... the same for seeds 1 and 2, then
+  rewind ablation --out X --stage eval --only hard:0,clean:0     # any split of the trained cells
+  rewind ablation --out X --stage report                         # the tables, nothing trained or run
+
+A follow-up (hard+dpo, hard+onpolicy) waits for the hard policy of its seed: it is refused until
+that is trained, unless hard:SEED is in the same --only (then it trains first).
+
+Time on 2 CPU cores (single-threaded processes, ~1.5-2.5 s per optimiser step of 32 problems, measured
+while the other core was busy): a policy takes up to --max-steps 1500 steps (under an hour; less when
+the plateau rule stops it), its verifier (200 label problems, 2,000 reference problems, 8 epochs)
+roughly 10-20 minutes, so one seed's 6 cells train in about 3-6 hours in one process, 18 cells in
+about 5-9 hours on two parallel processes. Evaluation then solves 48,000 (problem, cell) pairs, 27,000
+of them with ~1,000-token sampling budgets: roughly 30-40 hours of one core (search runs at ~250
+tokens/s), so about 15-20 hours split over two. Far less on a GPU. A cheaper table: --seeds 0,1
+--budget 4. A rerun resumes where it stopped (finished policies, verifiers and problems are reused).
 """
 
 from __future__ import annotations
@@ -37,5 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, AblationConfig)
     print(run_ablation(config))
-    print(f"rewind ablation: wrote {Path(config.out) / 'ablation.md'} and {Path(config.out) / 'ablation.png'}")
+    if config.stage in ("all", "report"):
+        print(f"rewind ablation: wrote {Path(config.out) / 'ablation.md'} and {Path(config.out) / 'ablation.png'}")
     return 0

@@ -8,11 +8,32 @@ P(⟨b⟩) instead of the verifier. The sampling strategies run at matched token
 calibrated once (on validation problems, the first seed's ``hard`` policy) to hit it; the table
 reports the budgets achieved.
 
-Stages, each reused when finished (a rerun resumes): for every (mode, seed) a policy
-(``runs/<mode>-s<seed>/policy_run``; dpo and on-policy start from the ``hard`` run of the same seed)
-and its verifier (``.../verifier_run``); the calibration (``budgets.json``); every evaluation cell
-(rows appended to ``results.jsonl``, keyed by tag). Every row carries the config hash; a rerun with
-another config into the same folder is refused. The table, tests and plot: ``ablation_report``.
+Training: one stopping rule for every mode (``policy.plateau``): a policy trains until its held-out
+eval loss (every ``eval_steps``) has gone ``plateau_patience`` evals in a row without improving by
+``plateau_delta`` (relative), at most ``max_steps`` steps, under a constant learning rate after
+warm-up (a cosine decay over the cap would make where a mode stops depend on the schedule). The
+follow-ups (hard+dpo, hard+onpolicy) continue the trained ``hard`` policy of their seed under the
+same rule and cap, at a lower learning rate. The comparison is "each mode at its own plateau", not
+"equal steps": the report's training table gives every policy's steps, tokens and best eval loss.
+
+Stages, each reused when finished (a rerun resumes): for every (mode, seed) cell a policy
+(``runs/<mode>-s<seed>/policy_run``) and its verifier (``.../verifier_run``); the calibration
+(``budgets.json``, made right after the calibration cell trains); every evaluation (rows in the
+cell's own ``results-<mode>-s<seed>.jsonl``, keyed by tag). Every row carries the config hash; a
+rerun with another config into the same folder is refused. The tables, tests and plot:
+``ablation_report``.
+
+Parallel recipe (``--stage`` and ``--only``; every process gets the same other flags)::
+
+    rewind ablation --out X --stage train --only hard:0,hard+dpo:0,hard+onpolicy:0   # calibrates too
+    rewind ablation --out X --stage train --only clean:0,naive:0,masked:0
+    rewind ablation --out X --stage train --only hard:1,hard+dpo:1,hard+onpolicy:1 ...  # one per core
+    rewind ablation --out X --stage eval --only hard:0        # any split of the cells, once trained
+    rewind ablation --out X --stage report                    # the tables from every results file
+
+A follow-up cell is refused until the ``hard`` policy of its seed is trained (or is in the same
+``--only``, which trains it first); a cell claimed by a live process is refused by any other.
+Time on 2 CPU cores, one single-threaded process per core: see ``experiments.commands.ablation``.
 """
 
 from __future__ import annotations
@@ -21,10 +42,19 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import search
 from experiments.inputs import check_config, config_hash, load_problems
+from experiments.studies.ablation_cells import (
+    FOLLOW_UPS,
+    cell_name,
+    claim,
+    order_cells,
+    parse_only,
+    results_path,
+    run_dir,
+)
 from experiments.studies.ablation_report import write_report
 from experiments.studies.evaluate import evaluate
 from experiments.wiring import load
@@ -38,16 +68,19 @@ from search.knobs import knob, knob_of
 from verifier.config import VerifierTrainConfig
 from verifier.train import train_verifier
 
-__all__ = ["AblationConfig", "INFERENCE", "MODES", "calibrate_budgets", "run_ablation", "train_stage"]
+__all__ = ["AblationConfig", "INFERENCE", "MODES", "STAGES", "calibrate_budgets", "run_ablation", "train_stage"]
 
 MODES = ("clean", "naive", "masked", "hard", "hard+dpo", "hard+onpolicy")
+STAGES = ("all", "train", "eval", "report")
 # inference label -> (evaluate method, pruning signal)
 INFERENCE = {"greedy-soft": ("decode-soft", None), "greedy-rewind": ("decode", None),
              "best-of-n": ("best_of_n", "verifier"), "beam+verifier": ("beam", "verifier"),
              "mcts+verifier": ("mcts", "verifier"), "beam+P(b)": ("beam", "policy"), "mcts+P(b)": ("mcts", "policy")}
-SMOKE = dict(n=8, seeds="0", max_steps=3, train_problems=48, harvest_problems=8, verifier_problems=24,
-             calibration_problems=3, budget=2, beam_samples=2, max_new_tokens=48,
-             search_knobs="max_depth=3,max_step_tokens=24")
+SMOKE = dict(n=8, seeds="0", max_steps=3, eval_steps=1, plateau_patience=1, train_problems=48, harvest_problems=8,
+             verifier_problems=24, verifier_epochs=3, verifier_reference_problems=24, calibration_problems=3,
+             budget=2, beam_samples=2, max_new_tokens=48, search_knobs="max_depth=3,max_step_tokens=24")
+# which process runs which cells changes no result
+NOT_HASHED = ("batch_size", "stage", "only")
 
 
 def _csv(text: str) -> list[str]:
@@ -58,7 +91,7 @@ def _csv(text: str) -> list[str]:
 class AblationConfig:
     """The whole ablation; ``--smoke`` shrinks it to a 2-3 minute run (see ``SMOKE``)."""
 
-    out: str = knob(None, "ablation folder: runs/, budgets.json, config.json, results.jsonl, ablation.md, ablation.png")
+    out: str = knob(None, "ablation folder: runs/, budgets.json, config.json, results-*.jsonl, ablation.md, ablation.png")
     modes: str = knob(",".join(MODES), f"comma-separated training modes from {', '.join(MODES)}; 'clean' is the baseline")
     inference: str = knob(",".join(k for k in INFERENCE if "P(b)" not in k),
                           f"comma-separated inference methods from {', '.join(INFERENCE)}")
@@ -72,12 +105,27 @@ class AblationConfig:
     calibration_problems: int = knob(16, "validation problems used to match the token budgets (>= 1)")
     search_knobs: str = knob("", "extra knobs for every search method, KEY=VALUE,... (e.g. max_depth=16)")
     max_new_tokens: int = knob(320, "decoders: longest generation in tokens (>= 1)")
-    train_problems: int = knob(3000, "training problems per policy (TrainConfig.num_problems)")
-    max_steps: int = knob(-1, "optimiser steps per policy (-1: one epoch)")
+    train_problems: int = knob(8000, "training problems per policy (TrainConfig.num_problems)")
+    max_steps: int = knob(1500, "cap on optimiser steps per policy, the plateau rule usually stops first "
+                          "(-1: TrainConfig's num_epochs)")
+    eval_steps: int = knob(50, "eval loss every N steps: the plateau rule's clock (>= 1)")
+    plateau_patience: int = knob(3, "stop a policy after this many evals in a row without a relative eval-loss "
+                                 "improvement of --plateau-delta; one rule for every mode (0: off, train to the cap)")
+    plateau_delta: float = knob(0.01, "relative eval-loss improvement that resets the plateau count, in [0, 1)")
+    lr_scheduler: str = knob("constant_with_warmup", "learning-rate schedule of every policy (constant: where the "
+                             "plateau rule stops does not depend on a decay over the cap)")
     harvest_problems: int = knob(256, "hard+onpolicy: problems the hard policy is sampled on")
     verifier_problems: int = knob(200, "problems the verifier labels come from (>= 3)")
     verifier_labels: str = knob("injected", "verifier label source: injected, rollouts, mc or mix")
+    verifier_epochs: int = knob(8, "most epochs of each cell's step verifier (>= 1)")
+    verifier_reference_problems: int = knob(2000, "problems whose reference solutions add right/slipped sibling "
+                                            "steps to each verifier's training (>= 0)")
     batch_size: int = knob(8, "problems solved together (>= 1)")
+    stage: Literal["all", "train", "eval", "report"] = knob(
+        "all", "what this process does: train (policies, verifiers, the calibration), eval (the trained cells), "
+        "report (the tables from every results file), or all three")
+    only: str = knob("", "MODE:SEED[,MODE:SEED...]: the cells this process trains / evaluates (default: every "
+                     "cell); disjoint --only sets run in parallel processes")
     smoke: bool = knob(False, "tiny smoke run (8 problems, 1 seed, 3 steps): checks the pipeline in 2-3 minutes",
                      flag=True)
 
@@ -87,7 +135,7 @@ class AblationConfig:
         bad = [m for m in _csv(self.modes) if m not in MODES]
         if bad or not _csv(self.modes):
             raise ValueError(f"unknown training mode(s) {bad}; choose from {MODES}")
-        if set(_csv(self.modes)) & {"hard+dpo", "hard+onpolicy"} and "hard" not in _csv(self.modes):
+        if set(_csv(self.modes)) & set(FOLLOW_UPS) and "hard" not in _csv(self.modes):
             raise ValueError("hard+dpo and hard+onpolicy start from the hard policy: include 'hard' in --modes")
         bad = [m for m in _csv(self.inference) if m not in INFERENCE]
         if bad or not _csv(self.inference):
@@ -100,12 +148,25 @@ class AblationConfig:
             raise ValueError(f"--seeds must be comma-separated integers, got {self.seeds!r}") from e
         if not _csv(self.seeds):
             raise ValueError("--seeds must name at least one seed")
+        self._check_numbers()
+        if self.stage not in STAGES:
+            raise ValueError(f"--stage must be one of {STAGES}, got {self.stage!r}")
+        self.selected  # noqa: B018 - parses --only: a bad cell fails here, before any work
+
+    def _check_numbers(self) -> None:
         for name in ("n", "budget", "beam_samples", "mcts_children", "calibration_problems", "max_new_tokens",
-                     "train_problems", "harvest_problems", "batch_size"):
+                     "train_problems", "harvest_problems", "batch_size", "eval_steps", "verifier_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.verifier_problems < 3:
             raise ValueError(f"verifier_problems must be >= 3, got {self.verifier_problems}")
+        if self.verifier_reference_problems < 0 or self.plateau_patience < 0:
+            raise ValueError("verifier_reference_problems and plateau_patience must be >= 0, got "
+                             f"{self.verifier_reference_problems} and {self.plateau_patience}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (TrainConfig's num_epochs) or >= 1, got {self.max_steps}")
+        if not 0.0 <= self.plateau_delta < 1.0:
+            raise ValueError(f"plateau_delta must be a relative improvement in [0, 1), got {self.plateau_delta}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
 
@@ -114,32 +175,55 @@ class AblationConfig:
         return dataclasses.replace(self, **SMOKE) if self.smoke else self
 
     @property
+    def seed_list(self) -> list[int]:
+        return [int(s) for s in _csv(self.seeds)]
+
+    @property
+    def selected(self) -> list[tuple[str, int]]:
+        """The (mode, seed) cells of this process (``--only``; every cell when empty)."""
+        return parse_only(self.only, _csv(self.modes), self.seed_list)
+
+    def inference_of(self, mode: str) -> list[str]:
+        """The inference methods evaluated on ``mode``'s policies."""
+        signal = [k for k in INFERENCE if "P(b)" in k] if mode in _csv(self.signal_modes) else []
+        return _csv(self.inference) + signal
+
+    @property
     def cells(self) -> list[tuple[str, int, str]]:
         """Every (mode, seed, inference) evaluated, in order."""
-        signal = [k for k in INFERENCE if "P(b)" in k]
-        return [(m, int(s), i) for s in _csv(self.seeds) for m in _csv(self.modes)
-                for i in _csv(self.inference) + (signal if m in _csv(self.signal_modes) else [])]
+        return [(m, s, i) for s in self.seed_list for m in _csv(self.modes) for i in self.inference_of(m)]
+
+    @property
+    def calibration_cell(self) -> tuple[str, int]:
+        """The cell whose policy and verifier the token budgets are calibrated on."""
+        modes = _csv(self.modes)
+        return ("hard" if "hard" in modes else modes[0]), self.seed_list[0]
 
 
-def _run_dir(out: Path, mode: str, seed: int) -> Path:
-    return out / "runs" / f"{mode.replace('+', '_')}-s{seed}"
-
-
-def _train_config(cfg: AblationConfig, out: Path, mode: str, seed: int):
-    common = dict(out=str(_run_dir(out, mode, seed) / "policy_run"), seed=seed, task="builtin",
-                  num_problems=cfg.train_problems, max_steps=cfg.max_steps)
+def _train_config(cfg: AblationConfig, out: Path, mode: str, seed: int) -> TrainConfig:
+    common = dict(out=str(run_dir(out, mode, seed) / "policy_run"), seed=seed, task="builtin",
+                  num_problems=cfg.train_problems, max_steps=cfg.max_steps, eval_steps=cfg.eval_steps,
+                  plateau_patience=cfg.plateau_patience, plateau_delta=cfg.plateau_delta,
+                  lr_scheduler=cfg.lr_scheduler)
     if cfg.smoke:
-        common.update(num_eval=8, batch_size=8, eval_steps=1000, save_steps=1000, logging_steps=1)
-    hard = str(_run_dir(out, "hard", seed) / "policy_run")
-    # The two follow-up rounds continue the trained hard policy: a third of its steps at a lower
-    # learning rate (DPO is known to need a small one; Rafailov et al. 2023 use 1e-6 on large models).
-    follow_up = dict(common, max_steps=max(1, cfg.max_steps // 3) if cfg.max_steps > 0 else -1)
+        common.update(num_eval=8, batch_size=8, save_steps=1000, logging_steps=1)
+    hard = str(run_dir(out, "hard", seed) / "policy_run")
+    # The two follow-up rounds continue the trained hard policy under the same stopping rule and cap, at a
+    # lower learning rate (DPO is known to need a small one; Rafailov et al. 2023 use 1e-6 on large models).
     if mode == "hard+dpo":
-        return TrainConfig(mode="dpo", init=hard, lr=5e-4, **{k: v for k, v in follow_up.items()})
+        return TrainConfig(mode="dpo", init=hard, lr=5e-4, **common)
     if mode == "hard+onpolicy":
-        return TrainConfig(mode="hard", harvest_from=hard, harvest_problems=cfg.harvest_problems, lr=1e-3,
-                           **follow_up)
+        return TrainConfig(mode="hard", harvest_from=hard, harvest_problems=cfg.harvest_problems, lr=1e-3, **common)
     return TrainConfig(mode=mode, **common)
+
+
+def _verifier_config(cfg: AblationConfig, pol_run: Path, seed: int) -> VerifierTrainConfig:
+    small = ({"samples_per_problem": 1, "max_new_tokens": 48, "reference_slips": 1, "max_depth": 4,
+              "max_step_tokens": 40} if cfg.smoke else {})
+    return VerifierTrainConfig(out=str(pol_run.parent / "verifier_run"), policy=str(pol_run), seed=seed,
+                               labels=cfg.verifier_labels, num_problems=cfg.verifier_problems,
+                               epochs=cfg.verifier_epochs, reference_problems=cfg.verifier_reference_problems,
+                               **small)
 
 
 def _finished(folder: Path, config: Any, *, marker: str, what: str) -> bool:
@@ -148,15 +232,38 @@ def _finished(folder: Path, config: Any, *, marker: str, what: str) -> bool:
     if not (folder / marker).exists() or not saved.exists():
         return False
     old, new = json.loads(saved.read_text()), dataclasses.asdict(config)
+    # a field the saved file lacks is newer than the stage: it trained as that field's default does
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
     # paths (out, init, harvest_from, policy) locate the stage, they do not configure it: a moved
     # or copied ablation folder reuses its finished stages
     paths = ("resume", "out", "init", "harvest_from", "policy")
     # a None field (lr, num_problems, ...) means "the model's default", which training resolves and saves
-    changed = sorted(k for k in new if k not in paths and new[k] is not None and old.get(k) != new[k])
+    changed = sorted(k for k in new if k not in paths and new[k] is not None and old.get(k, defaults[k]) != new[k])
     if changed:
         raise ValueError(f"{folder} holds a {what} trained with another config ({', '.join(changed)} differ); "
                          "remove it or choose another --out")
     return True
+
+
+def _policy_done(cfg: AblationConfig, out: Path, mode: str, seed: int) -> bool:
+    tc = _train_config(cfg, out, mode, seed)
+    return _finished(Path(tc.out), tc, marker="metrics.json", what="policy")
+
+
+def _cell_done(cfg: AblationConfig, out: Path, mode: str, seed: int) -> bool:
+    """Policy and verifier of the cell are trained (with this config)."""
+    pol_run = run_dir(out, mode, seed) / "policy_run"
+    vc = _verifier_config(cfg, pol_run, seed)
+    return _policy_done(cfg, out, mode, seed) and _finished(Path(vc.out), vc, marker="metrics.json", what="verifier")
+
+
+def check_dependencies(cfg: AblationConfig, out: Path, cells: list[tuple[str, int]]) -> None:
+    """Refuse follow-up cells whose ``hard`` policy is neither trained nor trained first by this process."""
+    for mode, seed in cells:
+        if mode in FOLLOW_UPS and ("hard", seed) not in cells and not _policy_done(cfg, out, "hard", seed):
+            raise ValueError(f"{cell_name(mode, seed)} starts from the hard policy of seed {seed}, which is not "
+                             f"trained yet ({run_dir(out, 'hard', seed) / 'policy_run'}): train it first "
+                             f"(--stage train --only hard:{seed}) or add hard:{seed} to this --only (it trains first)")
 
 
 def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:
@@ -171,12 +278,7 @@ def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:
             train_dpo(tc)
         else:
             train_sft(tc)
-
-    vc = VerifierTrainConfig(out=str(pol_run.parent / "verifier_run"), policy=str(pol_run), seed=seed,
-                             labels=cfg.verifier_labels, num_problems=cfg.verifier_problems,
-                             **({"epochs": 3, "samples_per_problem": 1, "max_new_tokens": 48, "reference_problems": 24,
-                                 "reference_slips": 1, "max_depth": 4, "max_step_tokens": 40} if cfg.smoke
-                                else {"epochs": 12}))  # the step verifier: 12 epochs, as the demo's
+    vc = _verifier_config(cfg, pol_run, seed)
     if not _finished(Path(vc.out), vc, marker="metrics.json", what="verifier"):
         train_verifier(vc, progress=False)
     return pol_run.parent
@@ -216,35 +318,63 @@ def calibrate_budgets(cfg: AblationConfig, policy: Any, verifier: Any) -> dict:
             "mcts": {"simulations": max(1, round(8 * target / per_8_sims)), "children": cfg.mcts_children}}
 
 
+
+def _train_cells(cfg: AblationConfig, out: Path, cells: list[tuple[str, int]]) -> None:
+    """Train every cell (hard before its follow-ups); calibrate right after the calibration cell."""
+    check_dependencies(cfg, out, cells)
+    for mode, seed in order_cells(cells):
+        with claim(run_dir(out, mode, seed) / ".train.lock", f"training {cell_name(mode, seed)}"):
+            run = train_stage(cfg, out, mode, seed)
+        if (mode, seed) == cfg.calibration_cell and not (out / "budgets.json").exists():
+            atomic_write_json(out / "budgets.json", calibrate_budgets(cfg, *load_stage(run)))
+
+
+def _budgets(cfg: AblationConfig, out: Path) -> dict:
+    path = out / "budgets.json"
+    if not path.exists():
+        raise ValueError(f"{path} is missing: the token budgets are calibrated when cell "
+                         f"{cell_name(*cfg.calibration_cell)} trains; run --stage train --only "
+                         f"{cell_name(*cfg.calibration_cell)} first (a trained cell is reused)")
+    return json.loads(path.read_text())
+
+
+def _eval_cells(cfg: AblationConfig, out: Path, cells: list[tuple[str, int]], h: str, progress: bool) -> None:
+    """Evaluate every inference method on each trained cell, into the cell's own results file."""
+    budgets = _budgets(cfg, out)
+    missing = [cell_name(m, s) for m, s in cells if not _cell_done(cfg, out, m, s)]
+    if missing:
+        raise ValueError(f"cells {', '.join(missing)} are not trained yet (policy and verifier): run "
+                         f"--stage train --only {','.join(missing)} first")
+    problems = load_problems("builtin", cfg.n, seed=0, split="test")
+    for mode, seed in cells:
+        with claim(run_dir(out, mode, seed) / ".eval.lock", f"evaluating {cell_name(mode, seed)}"):
+            policy, verifier = load_stage(run_dir(out, mode, seed))
+            for inf in cfg.inference_of(mode):
+                method, signal = INFERENCE[inf]
+                extra = {"config_hash": h, "mode": mode, "seed": seed, "inference": inf, "signal": signal}
+                kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens) if signal is None else dict(
+                    threshold=cfg.threshold, verifier=verifier if signal == "verifier" else None)
+                evaluate(problems, policy=policy, method=method, out=results_path(out, mode, seed),
+                         tag=f"{mode}|s{seed}|{inf}", batch_size=cfg.batch_size, seed=seed, progress=progress,
+                         extra=extra, **kw, **_knobs(cfg, budgets, method))
+
+
 def run_ablation(config: AblationConfig, *, progress: bool = True) -> str:
-    """Run every stage not yet finished; write the report. Returns the Markdown table."""
+    """Run ``config.stage`` on ``config.only``'s cells (every stage and cell by default).
+
+    Returns the report's Markdown (stages all and report) or a line saying what was done."""
     cfg = config.effective()
     out = Path(cfg.out)
-    h = config_hash(cfg, ignore=("batch_size",))
-    check_config(out, {"config_hash": h, "config": dataclasses.asdict(cfg)}, command="ablation", ignore=("batch_size",))
-    modes, seeds = _csv(cfg.modes), [int(s) for s in _csv(cfg.seeds)]
-    runs = {}
-    for seed in seeds:  # hard first: dpo and on-policy start from it
-        for mode in sorted(modes, key=lambda m: (m != "hard", MODES.index(m))):
-            runs[mode, seed] = train_stage(cfg, out, mode, seed)
-    budget_path = out / "budgets.json"
-    if budget_path.exists():
-        budgets = json.loads(budget_path.read_text())
-    else:
-        calib = runs.get(("hard", seeds[0]), runs[modes[0], seeds[0]])
-        budgets = calibrate_budgets(cfg, *load_stage(calib))
-        atomic_write_json(budget_path, budgets)
-    problems = load_problems("builtin", cfg.n, seed=0, split="test")
-    loaded: tuple[tuple[str, int], Any] | None = None
-    for mode, seed, inf in cfg.cells:
-        if loaded is None or loaded[0] != (mode, seed):
-            loaded = ((mode, seed), load_stage(runs[mode, seed]))
-        policy, verifier = loaded[1]
-        method, signal = INFERENCE[inf]
-        extra = {"config_hash": h, "mode": mode, "seed": seed, "inference": inf, "signal": signal}
-        kw: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens) if signal is None else dict(
-            threshold=cfg.threshold, verifier=verifier if signal == "verifier" else None)
-        evaluate(problems, policy=policy, method=method, out=out / "results.jsonl", tag=f"{mode}|s{seed}|{inf}",
-                 batch_size=cfg.batch_size, seed=seed, progress=progress, extra=extra, **kw,
-                 **_knobs(cfg, budgets, method))
-    return write_report(out, cfg, budgets, h)
+    h = config_hash(cfg, ignore=NOT_HASHED)
+    record = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED[1:]}
+    check_config(out, {"config_hash": h, "config": record}, command="ablation", ignore=NOT_HASHED)
+    cells = cfg.selected
+    if cfg.stage in ("all", "train"):
+        _train_cells(cfg, out, cells)
+    if cfg.stage in ("all", "eval"):
+        _eval_cells(cfg, out, cells, h, progress)
+    if cfg.stage in ("all", "report"):
+        budgets = json.loads((out / "budgets.json").read_text()) if (out / "budgets.json").exists() else {}
+        return write_report(out, cfg, budgets, h)
+    done = "trained" if cfg.stage == "train" else "evaluated"
+    return f"rewind ablation: {done} {', '.join(cell_name(m, s) for m, s in cells)} in {out}"

@@ -9,6 +9,7 @@ first mode, ``clean`` by default) in the same column with McNemar's exact test o
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,12 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from experiments.studies.ablation_cells import results_files, run_dir
+from experiments.studies.backtracks import EFFECT_KEYS, with_rates
 from experiments.studies.evaluate import read_results
 from experiments.studies.plots import plot_bars
 from experiments.studies.stats import bootstrap_ci, mcnemar, wilson
 from policy.atomic import atomic_write_text
+from policy.plateau import best_eval
 
-__all__ = ["Cell", "cells_of", "signal_lines", "table_lines", "write_report"]
+__all__ = ["Cell", "cells_of", "mechanism_lines", "read_rows", "signal_lines", "table_lines", "training_lines",
+           "write_report"]
 
 
 class Cell:
@@ -109,18 +114,99 @@ def _cost_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inf
     return lines
 
 
+def _spread(cell: Cell, ref: Cell | None) -> str:
+    """One cell's accuracy per seed, their sd, and (vs the baseline) the range of its per-seed Δ."""
+    accs = list(cell.per_seed.values())
+    text = " / ".join(f"{a:.3f}" for a in accs)
+    if len(accs) > 1:
+        text += f" · sd {float(np.std(accs, ddof=1)):.3f}"
+    shared = [s for s in cell.seeds if ref is not None and ref is not cell and s in ref.per_seed]
+    if shared:
+        deltas = [cell.per_seed[s] - ref.per_seed[s] for s in shared]
+        text += f"<br>Δ per seed {min(deltas):+.3f} … {max(deltas):+.3f}"
+    return text
+
+
 def _seed_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inference: Sequence[str]) -> list[str]:
+    """Per cell: accuracy of each training seed, their sd, and the range of the per-seed Δ vs the baseline."""
     lines = ["| mode | " + " | ".join(inference) + " |", "|---" * (len(inference) + 1) + "|"]
     for mode in modes:
-        vals = [" / ".join(f"{a:.3f}" for a in cells[mode, i].per_seed.values()) if (mode, i) in cells else "–"
-                for i in inference]
+        vals = [_spread(cells[mode, i], cells.get((modes[0], i))) if (mode, i) in cells else "–" for i in inference]
         lines.append(f"| {mode} | " + " | ".join(vals) + " |")
     return lines
 
 
+def _num(value: Any, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def training_lines(out: Path, modes: Sequence[str], seeds: Sequence[int]) -> list[str]:
+    """Per (mode, seed) policy: optimiser steps, whether the plateau rule stopped it, the best and final
+    eval loss, tokens trained on and wall time, from its ``metrics.json``."""
+    lines = ["| mode | seed | steps | stopped early | best eval loss (step) | final eval loss | train tokens | "
+             "train min |", "|---|---|---|---|---|---|---|---|"]
+    for mode in modes:
+        for seed in seeds:
+            path = run_dir(out, mode, seed) / "policy_run" / "metrics.json"
+            if not path.exists():
+                lines.append(f"| {mode} | {seed} | not trained | – | – | – | – | – |")
+                continue
+            m = json.loads(path.read_text())
+            best = (m.get("best_eval_loss"), m.get("best_eval_step"))
+            if best[0] is None:
+                best = best_eval(m.get("log_history", []))
+            stopped = {True: f"yes (step {m.get('plateau_step')})", False: "no (cap)", None: "–"}[m.get("stopped_early")]
+            runtime = m.get("train_runtime")
+            lines.append(f"| {mode} | {seed} | {m.get('global_step', '–')} | {stopped} | "
+                         f"{_num(best[0], '.4f')} ({_num(best[1], 'd')}) | {_num(m.get('eval_loss'), '.4f')} | "
+                         f"{_num(m.get('train_tokens'), ',d')} | {_num(runtime and runtime / 60, '.1f')} |")
+    return lines
+
+
+def _accuracy(rows: Sequence[Mapping]) -> str:
+    return f"{float(np.mean([r['correct'] for r in rows])):.3f}" if rows else "–"
+
+
+def _share(k: int, n: int) -> str:
+    return f"{k / n:.1%} ({k})" if n else "–"
+
+
+def mechanism_lines(rows: Sequence[Mapping], modes: Sequence[str], inference: str = "greedy-rewind") -> list[str]:
+    """What the policy's own ⟨b⟩-runs do under greedy rewind decoding, per mode (seeds pooled): how often
+    a solution holds one, whether a run deletes an error of its own (vs right text: harm), and whether
+    the line after the run is then right (fix; ``experiments.studies.backtracks``)."""
+    lines = ["| mode | problems | with a ⟨b⟩-run | accuracy with / without | ⟨b⟩-runs | on its own error | "
+             "deletes right text | correction right (of those on an error) |", "|---|---|---|---|---|---|---|---|"]
+    for mode in modes:
+        mine = [r for r in rows if r["mode"] == mode and r["inference"] == inference]
+        if not mine:
+            continue
+        with_b = [r for r in mine if r["stats"].get("runs", 0) > 0]
+        without = [r for r in mine if r["stats"].get("runs", 0) == 0]
+        known = [r["stats"]["b_effects"] for r in mine if "b_effects" in r["stats"]]  # rows older than it lack it
+        eff = with_rates({k: sum(e[k] for e in known) for k in EFFECT_KEYS})
+        on_error = eff["fix"] + eff["other"]
+        lines.append(f"| {mode} | {len(mine)} | {len(with_b) / len(mine):.1%} | {_accuracy(with_b)} / "
+                     f"{_accuracy(without)} | {sum(r['stats'].get('runs', 0) for r in mine)} | "
+                     f"{_share(on_error, eff['runs'])} | {_share(eff['harm'], eff['runs'])} | "
+                     f"{_share(eff['fix'], on_error)} |")
+    return lines if len(lines) > 2 else []
+
+
+def read_rows(out: Path, config_hash: str) -> list[dict]:
+    """The rows of this config from every results file of the ablation folder (per-cell files and an
+    older single ``results.jsonl``), one per (tag, problem)."""
+    rows: dict[tuple[str, str], dict] = {}
+    for path in results_files(out):
+        for r in read_results(path):
+            if r.get("config_hash") == config_hash:
+                rows.setdefault((str(r.get("tag")), str(r.get("problem_id"))), r)
+    return list(rows.values())
+
+
 def write_report(out: Path, cfg: Any, budgets: Mapping, config_hash: str) -> str:
     """``ablation.md`` and ``ablation.png`` from the rows of this config; returns the Markdown."""
-    rows = [r for r in read_results(out / "results.jsonl") if r.get("config_hash") == config_hash]
+    rows = read_rows(out, config_hash)
     cells = cells_of(rows)
     modes = [m for m in dict.fromkeys(str(cfg.modes).split(",")) if m]
     inference = list(dict.fromkeys(i for (_, i) in cells))
@@ -138,14 +224,34 @@ def write_report(out: Path, cfg: Any, budgets: Mapping, config_hash: str) -> str
         f"generated per problem on the calibration set; knobs: {sampled}. Achieved mean tokens generated per "
         "problem:\n",
         *_cost_lines(cells, modes, inference),
+        *_training_part(out, cfg),
     ]
     sig = signal_lines(cells)
     if sig:
         parts += ["\n## Pruning signal: verifier vs the policy's own P(⟨b⟩)\n", *sig]
     if len(seeds) > 1:
-        parts += ["\n## Accuracy per training seed\n", *_seed_lines(cells, modes, inference)]
+        parts += ["\n## Accuracy per training seed\n\nEach seed's accuracy (its own policy and verifier) and "
+                  "their sd; below the baseline row, the smallest and largest per-seed Δ vs the baseline.\n",
+                  *_seed_lines(cells, modes, inference)]
+    mech = mechanism_lines(rows, modes)
+    if mech:
+        parts += ["\n## Mechanism: the policy's own ⟨b⟩-runs under greedy rewind decoding\n\nSeeds pooled. A run "
+                  "is *on its own error* when the text it deletes holds a wrong step, else it *deletes right text*; "
+                  "the *correction is right* when the line it ends in is right afterwards.\n", *mech]
     text = "\n".join(parts) + "\n\n![ablation](ablation.png)\n"
     atomic_write_text(out / "ablation.md", text)
     groups = {m: {i: (c.accuracy, *c.ci()) for (m2, i), c in cells.items() if m2 == m} for m in modes}
     plot_bars(groups, out / "ablation.png", title=f"accuracy by training mode and inference (n={n_problems})")
     return text
+
+
+def _training_part(out: Path, cfg: Any) -> list[str]:
+    seeds = [int(s) for s in str(cfg.seeds).split(",") if s.strip()]
+    modes = [m for m in dict.fromkeys(str(cfg.modes).split(",")) if m]
+    evals = f"{cfg.plateau_patience} eval{'s' if cfg.plateau_patience != 1 else ''}"
+    rule = (f"stops after {evals} in a row (every {cfg.eval_steps} steps) without a "
+            f"{cfg.plateau_delta:.0%} relative improvement of the eval loss, at most {cfg.max_steps} steps"
+            if cfg.plateau_patience else f"trains {cfg.max_steps} steps (no plateau rule)")
+    return [f"\n## Training\n\nOne rule for every mode: a policy {rule}; learning-rate schedule "
+            f"`{cfg.lr_scheduler}`. Train tokens: every token fed, padding included.\n",
+            *training_lines(out, modes, seeds)]
