@@ -89,6 +89,10 @@ class Handle:
         Kept up to date as the handle grows and shrinks (``KVStore.extend`` / ``truncate``) and
         built from the parent's at first use, so a decode step reads a row's mask without
         walking its path; an ancestor's mask never changes while it has children."""
+        with torch.inference_mode(False):  # a normal tensor: truncate/extend update it outside forwards too
+            return self._path_mask(capacity)
+
+    def _path_mask(self, capacity: int) -> torch.Tensor:
         m = self._mask
         if m is None:
             same_lane = self.parent is not None and self.parent.lane == self.lane
@@ -99,6 +103,7 @@ class Handle:
             m = self._mask = torch.cat([m, m.new_zeros(capacity - m.shape[0])])
         return m[:capacity]
 
+    @torch.inference_mode(False)
     def _mark(self, slots: Sequence[int], on: bool) -> None:
         if self._mask is not None and slots:
             need = max(slots) + 1
@@ -129,13 +134,18 @@ class KVPool:
         return self.occupied.shape[1]
 
     def _resize(self, lanes: int, capacity: int) -> None:
-        occ = torch.zeros((lanes, capacity), dtype=torch.bool)
+        with torch.inference_mode(False):  # bookkeeping stays a normal tensor (updated outside forwards)
+            occ = torch.zeros((lanes, capacity), dtype=torch.bool)
         occ[: self.lanes, : self.capacity] = self.occupied
         occ[:, 0] = True  # the scratch slot
         for heap in self._free:  # the new slots of the lanes there were
             heap.extend(range(self.capacity, capacity))  # all above the old ones: still a heap
         self._free.extend(list(range(1, capacity)) for _ in range(self.lanes, lanes))
         self.occupied = occ
+        self._resize_buffers(lanes, capacity)
+
+    @torch.inference_mode()  # KV buffers are inference tensors: every op on them runs in inference mode
+    def _resize_buffers(self, lanes: int, capacity: int) -> None:
         for store in (self.keys, self.values):
             for i, t in enumerate(store):
                 if t is None:
@@ -185,6 +195,7 @@ class KVPool:
         self.keys[layer][lanes[:, None], :, slots] = k.transpose(1, 2)  # (G, Q, Hkv, D)
         self.values[layer][lanes[:, None], :, slots] = v.transpose(1, 2)
 
+    @torch.inference_mode()
     def copy(self, src_lane: int, src: Sequence[int], dst_lane: int, dst: Sequence[int]) -> None:
         s, d = torch.tensor(list(src), device=self.device), torch.tensor(list(dst), device=self.device)
         for store in (self.keys, self.values):

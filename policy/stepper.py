@@ -101,6 +101,7 @@ class Stepper:
             yield from stopped
             live, logits = self._select(batch, live, logits, keep)
 
+    @torch.inference_mode()  # only Python values leave it
     def _choose(self, live: list[Row], logits: torch.Tensor) -> list[int]:
         """Pick each row's next token (bias and caps applied) and record it on the row."""
         cfg, bid = self.cfg, self.cfg.backtrack_id

@@ -191,3 +191,34 @@ def test_a_shared_prefix_is_held_once_and_read_in_place_from_its_lane():
         store.release(h)
     assert store.bytes == 40 * per, "the cached prefix stays (matchable) until evicted"
     assert store.evict(40 * per) == 40 * per and store.bytes == 0
+
+
+def test_forwards_run_in_inference_mode_and_the_store_stays_usable_outside_it():
+    """Forwards write the KV buffers in inference mode (less per-op overhead); bookkeeping tensors
+    stay normal tensors, so store operations and training on the outputs work outside it."""
+    p = lively_policy(seed=14)
+    store = new_store(p.model)
+    roots, _, _, _ = prefill(p.model, store, [[5, 6, 7, 8]])
+    row = store.insert(roots[0])
+    logits, hidden = forward_items(p.model, store, [(row, [9, 10, 11])])
+    assert store.pool.keys[0].is_inference() and not store.pool.occupied.is_inference()
+    assert not row.path_mask(store.pool.capacity).is_inference()
+    store.truncate(row, 2)  # outside inference mode: bookkeeping and masks update in place
+    copy = store.copy_prefix(row, 3)  # a KV copy outside a forward
+    logits2, _ = forward_items(p.model, store, [(copy, [12])])
+    ref = p.model(input_ids=torch.tensor([[5, 6, 7, 12]])).logits[0, -1]
+    torch.testing.assert_close(logits2[0], ref, atol=1e-4, rtol=1e-4)
+    head = torch.nn.Linear(hidden.shape[-1], 1)
+    head(hidden).sum().backward()  # the outputs are normal tensors: a trained head may read them
+    assert head.weight.grad is not None
+
+
+def test_rewind_batch_outputs_are_normal_tensors():
+    p = lively_policy(seed=15)
+    store = new_store(p.model)
+    roots, _, _, _ = prefill(p.model, store, [[5, 6, 7]])
+    batch = RewindBatch(p.model, store, [store.insert(roots[0])], p.backtrack_id)
+    logits, hidden, _ = batch.feed([9])
+    with torch.inference_mode():
+        logits2, hidden2, _ = batch.feed([10])
+    assert not any(t.is_inference() for t in (logits, hidden, logits2, hidden2))
