@@ -251,3 +251,19 @@ def test_smoke_ablation_end_to_end(tmp_path):
     assert run_ablation(AblationConfig(out=str(out), smoke=True), progress=False) == text  # all reused
     with pytest.raises(ValueError, match="another config"):
         run_ablation(AblationConfig(out=str(out), smoke=True, threshold=0.3), progress=False)
+
+
+def test_search_cells_prune_at_each_verifiers_calibrated_threshold_by_default():
+    from experiments.studies.evaluate import _used_threshold
+
+    assert AblationConfig(out="x").threshold is None
+    with pytest.raises(ValueError, match="threshold"):
+        AblationConfig(out="x", threshold=1.5)
+
+    class Calibrated:
+        default_threshold = 0.85
+
+    assert _used_threshold(None, Calibrated(), {}) == 0.85  # what search.solve_many prunes at
+    assert _used_threshold(None, None, {}) == 0.5  # P(⟨b⟩) cells: no verifier, the search default
+    assert _used_threshold(0.3, Calibrated(), {}) == 0.3
+    assert _used_threshold(None, Calibrated(), {"threshold": 0.7}) == 0.7

@@ -63,8 +63,8 @@ from policy.data import generate_problems
 from policy.dpo import train_dpo
 from policy.sft import last_complete_checkpoint, train_sft
 from policy.train_config import TrainConfig
-from search.config import SearchConfig, parse_knobs
-from search.knobs import knob, knob_of
+from search.config import parse_knobs
+from search.knobs import knob
 from verifier.config import VerifierTrainConfig
 from verifier.train import train_verifier
 
@@ -98,7 +98,8 @@ class AblationConfig:
     signal_modes: str = knob("hard", "modes that also run beam/MCTS pruned by the policy's own P(⟨b⟩) ('' for none)")
     n: int = knob(500, "held-out built-in test problems (>= 1)")
     seeds: str = knob("0,1,2", "training seeds, comma-separated (each trains every mode anew)")
-    threshold: float = knob_of(SearchConfig, "threshold")
+    threshold: float | None = knob(None, "pruning threshold in [0, 1] for every search cell (default: each "
+                                   "verifier's calibrated threshold; 0.5 for cells pruned by P(⟨b⟩))")
     budget: int = knob(8, "best-of-N's N; beam width and MCTS simulations are calibrated to its mean tokens (>= 1)")
     beam_samples: int = knob(4, "children per beam (M); the width is calibrated (>= 1)")
     mcts_children: int = knob(4, "children per MCTS expansion (K); simulations are calibrated (>= 1)")
@@ -167,7 +168,7 @@ class AblationConfig:
             raise ValueError(f"max_steps must be -1 (TrainConfig's num_epochs) or >= 1, got {self.max_steps}")
         if not 0.0 <= self.plateau_delta < 1.0:
             raise ValueError(f"plateau_delta must be a relative improvement in [0, 1), got {self.plateau_delta}")
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
 
     def effective(self) -> AblationConfig:

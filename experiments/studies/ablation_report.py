@@ -216,7 +216,7 @@ def write_report(out: Path, cfg: Any, budgets: Mapping, config_hash: str) -> str
     parts = [
         f"# Ablation: training modes × inference ({n_problems} held-out built-in problems, seeds {seeds})\n",
         f"config hash `{config_hash}`{' (smoke run: not a result)' if cfg.smoke else ''}; pruning threshold "
-        f"{cfg.threshold}; baseline row: `{modes[0]}`.\n",
+        f"{cfg.threshold if cfg.threshold is not None else 'each verifier’s calibrated one (0.5 for P(⟨b⟩))'}; baseline row: `{modes[0]}`.\n",
         "Accuracy [95% CI]; below the baseline row, Δ accuracy vs the baseline in the same column and McNemar's "
         "exact p on paired (problem, seed) correctness (only this row right : only the baseline right).\n",
         *table_lines(cells, modes, inference),

@@ -25,6 +25,7 @@ from experiments.studies.backtracks import backtrack_effects
 from policy.atomic import append_jsonl
 from policy.data import answers_match, extract_answer, format_prompt
 from policy.generate import generate
+from search.config import SearchConfig
 
 __all__ = ["DECODERS", "METHODS", "evaluate", "read_results"]
 
@@ -76,7 +77,7 @@ def evaluate(
     out: str | os.PathLike,
     tag: str,
     verifier: Any = None,
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
     batch_size: int = 8,
     shard: tuple[int, int] = (0, 1),
     max_new_tokens: int = 320,
@@ -116,7 +117,8 @@ def evaluate(
                     if trees_limit is None or mine.index(p) < trees_limit:
                         search.export_tree(s, Path(trees_dir) / f"{tag}-{p.id}.json")
         for p, (answer, text, stats) in zip(chunk, results):
-            row = {"tag": tag, "method": method, "threshold": threshold if method not in DECODERS else None,
+            row = {"tag": tag, "method": method, "threshold": None if method in DECODERS else _used_threshold(
+                       threshold, verifier, knobs),
                    "problem_id": p.id, "answer": answer, "reference": p.answer,
                    "correct": bool(answers_match(answer, p.answer)), "text": text, "stats": stats,
                    **(extra or {})}
@@ -125,3 +127,14 @@ def evaluate(
         bar.update(len(chunk))
     bar.close()
     return rows
+
+
+def _used_threshold(threshold: float | None, verifier: Any, knobs: dict) -> float:
+    """The threshold ``search.solve_many`` prunes at: the given one, else a verifier's calibrated
+    ``default_threshold``, else the search config's (0.5)."""
+    if threshold is not None:
+        return float(threshold)
+    if "threshold" in knobs:
+        return float(knobs["threshold"])
+    calibrated = getattr(verifier, "default_threshold", None)
+    return float(calibrated) if calibrated is not None else float(SearchConfig.__dataclass_fields__["threshold"].default)
