@@ -129,6 +129,8 @@ class BeamConfig(SearchConfig):
         "prod", "a path's verifier score from its steps' P(error): the last step's, the worst ('max'), or "
         "1 - prod(1 - p) ('prod'); measured in `rewind diagnose`")
     root_samples: int | None = _f(None, "children drawn at the root, >= 1 (None: width x samples)")
+    early_stop: bool = _f(True, "stop once a finished answer's path score beats every open beam's: exact for "
+                          "aggregate max/prod (a path's score never improves as it grows), off for last")
 
     def __post_init__(self) -> None:
         super().__post_init__()

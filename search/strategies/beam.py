@@ -5,6 +5,13 @@ every later round; after that each round every beam draws ``samples`` children; 
 terminal ones are set aside, and the best ``width`` open children (by lowest P(backtrack),
 ties by path log-prob, or by path log-prob alone) become the next beams. The others release
 their KV at once. The answer is the best terminal node by the same ranking.
+
+Early stop (``early_stop``, verifier ranking with aggregate ``max`` or ``prod``): a path's
+score can only get worse as it grows (``max`` of more steps, ``1 - prod(1 - p)`` over more
+steps), so once a finished answer's path score is strictly below every open beam's, no
+descendant of the beams can outrank it: the search stops there with the answer it would have
+returned anyway, and the rounds it skips are tokens saved (``tests/test_search_beam_stop.py``
+checks the answers are the same).
 """
 
 from __future__ import annotations
@@ -39,7 +46,24 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
         for c in children[config.width :]:
             run.tree.update(c, reason="not kept in the beam")
             run.release(c)
+        if frontier and _settled(run, config, frontier):
+            for c in frontier:
+                run.tree.update(c, reason="early stop: a finished answer outranks every open beam")
+                run.release(c)
+            frontier = []
     finished = run.answers()
     if not finished:
         return no_answer(run)
     return Outcome(min(finished, key=key), "answer")
+
+
+def _settled(run: SearchRun, config: BeamConfig, frontier: list[int]) -> bool:
+    """True when a finished answer's path score is strictly below every open beam's (see the
+    module docstring): only then is stopping exact."""
+    if not config.early_stop or config.rank != "verifier" or config.aggregate not in ("max", "prod"):
+        return False
+    finished = run.answers()
+    if not finished or any(run.tree.nodes[n].p_backtrack is None for n in finished + frontier):
+        return False
+    best = min(path_p(run, n, config.aggregate) for n in finished)
+    return best < min(path_p(run, n, config.aggregate) for n in frontier)
