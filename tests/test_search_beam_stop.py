@@ -41,3 +41,15 @@ def test_early_stop_is_off_for_the_last_step_rule():
     for seed in range(8):
         a, b = _solve(seed, "last", True), _solve(seed, "last", False)
         assert a.stats["tokens_generated"] == b.stats["tokens_generated"]
+
+
+def test_the_early_stop_study_compares_answers_and_tokens():
+    from experiments.studies.early_stop import compare
+
+    ours = [{"problem_id": "a", "answer": "1", "correct": True, "stats": {"tokens_generated": 60}},
+            {"problem_id": "b", "answer": "2", "correct": False, "stats": {"tokens_generated": 100}}]
+    ref = {"a": {"answer": "1", "correct": True, "stats": {"tokens_generated": 100}},
+           "b": {"answer": "3", "correct": False, "stats": {"tokens_generated": 100}}}
+    c = compare(ours, ref)
+    assert (c["n"], c["same_answer"], c["fewer_tokens"], c["correct"]) == (2, 1, 1, 1)
+    assert c["saved"] == pytest.approx(0.2)
