@@ -201,8 +201,12 @@ def test_training_table_reads_each_policy_metrics(tmp_path):
     old.mkdir(parents=True)  # written before the plateau keys: best eval from log_history
     (old / "metrics.json").write_text(json.dumps({"global_step": 300, "eval_loss": 0.2, "log_history": [
         {"eval_loss": 0.3, "step": 100}, {"eval_loss": 0.19, "step": 200}, {"loss": 0.1, "step": 300}]}))
+    ver = run_dir(tmp_path, "hard", 0) / "verifier_run"
+    ver.mkdir(parents=True)
+    (ver / "metrics.json").write_text(json.dumps({"default_threshold": 0.9, "test": {"sibling_pairs": 446, "rankers": {
+        "verifier": {"sibling_auroc": 0.8312}, "step logprob": {"sibling_auroc": 0.7001}}}}))
     text = "\n".join(training_lines(tmp_path, ["clean", "hard", "naive"], [0]))
-    assert "| hard | 0 | 400 | yes (step 400) | 0.0532 (250) | 0.0541 | 1,234,567 | 10.0 |" in text
+    assert "| hard | 0 | 400 | yes (step 400) | 0.0532 (250) | 0.0541 | 1,234,567 | 10.0 | 0.831 / 0.700 (446) | 0.9 |" in text
     assert "| clean | 0 | 300 | – | 0.1900 (200) | 0.2000 | – | – |" in text
     assert "| naive | 0 | not trained |" in text
 

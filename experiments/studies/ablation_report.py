@@ -140,16 +140,29 @@ def _num(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _verifier_cells(folder: Path) -> str:
+    """``| sibling AUROC: verifier / log-prob (pairs) | τ |`` of a cell's step verifier, from its metrics."""
+    path = folder / "verifier_run" / "metrics.json"
+    if not path.exists():
+        return " – | – |"
+    v = json.loads(path.read_text())
+    rankers = v.get("test", {}).get("rankers", {})
+    ver, lp = (rankers.get(k, {}).get("sibling_auroc") for k in ("verifier", "step logprob"))
+    return (f" {_num(ver, '.3f')} / {_num(lp, '.3f')} ({_num(v.get('test', {}).get('sibling_pairs'), 'd')}) | "
+            f"{_num(v.get('default_threshold'), 'g')} |")
+
+
 def training_lines(out: Path, modes: Sequence[str], seeds: Sequence[int]) -> list[str]:
-    """Per (mode, seed) policy: optimiser steps, whether the plateau rule stopped it, the best and final
-    eval loss, tokens trained on and wall time, from its ``metrics.json``."""
+    """Per (mode, seed): the policy's optimiser steps, whether the plateau rule stopped it, best and final
+    eval loss, tokens trained on and wall time (its ``metrics.json``); its verifier's held-out sibling
+    AUROC next to step log-prob's, and the verifier's calibrated pruning threshold."""
     lines = ["| mode | seed | steps | stopped early | best eval loss (step) | final eval loss | train tokens | "
-             "train min |", "|---|---|---|---|---|---|---|---|"]
+             "train min | verifier sibling AUROC / log-prob (pairs) | τ |", "|---|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         for seed in seeds:
             path = run_dir(out, mode, seed) / "policy_run" / "metrics.json"
             if not path.exists():
-                lines.append(f"| {mode} | {seed} | not trained | – | – | – | – | – |")
+                lines.append(f"| {mode} | {seed} | not trained | – | – | – | – | – | – | – |")
                 continue
             m = json.loads(path.read_text())
             best = (m.get("best_eval_loss"), m.get("best_eval_step"))
@@ -159,7 +172,8 @@ def training_lines(out: Path, modes: Sequence[str], seeds: Sequence[int]) -> lis
             runtime = m.get("train_runtime")
             lines.append(f"| {mode} | {seed} | {m.get('global_step', '–')} | {stopped} | "
                          f"{_num(best[0], '.4f')} ({_num(best[1], 'd')}) | {_num(m.get('eval_loss'), '.4f')} | "
-                         f"{_num(m.get('train_tokens'), ',d')} | {_num(runtime and runtime / 60, '.1f')} |")
+                         f"{_num(m.get('train_tokens'), ',d')} | {_num(runtime and runtime / 60, '.1f')} |"
+                         + _verifier_cells(run_dir(out, mode, seed)))
     return lines
 
 
