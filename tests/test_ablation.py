@@ -271,3 +271,13 @@ def test_search_cells_prune_at_each_verifiers_calibrated_threshold_by_default():
     assert _used_threshold(None, None, {}) == 0.5  # P(⟨b⟩) cells: no verifier, the search default
     assert _used_threshold(0.3, Calibrated(), {}) == 0.3
     assert _used_threshold(None, Calibrated(), {"threshold": 0.7}) == 0.7
+
+
+def test_a_copied_ablation_folder_reports_the_same_config():
+    """The folder locates a run, it does not configure it: committed raw results regenerate the tables."""
+    from experiments.inputs import config_hash
+    from experiments.studies.ablation import NOT_HASHED
+
+    a, b = AblationConfig(out="runs/x"), AblationConfig(out="experiments/results/x")
+    assert config_hash(a, ignore=NOT_HASHED) == config_hash(b, ignore=NOT_HASHED)
+    assert config_hash(a, ignore=NOT_HASHED) != config_hash(AblationConfig(out="runs/x", n=7), ignore=NOT_HASHED)

@@ -80,7 +80,7 @@ SMOKE = dict(n=8, seeds="0", max_steps=3, eval_steps=1, plateau_patience=1, trai
              verifier_problems=24, verifier_epochs=3, verifier_reference_problems=24, calibration_problems=3,
              budget=2, beam_samples=2, max_new_tokens=48, search_knobs="max_depth=3,max_step_tokens=24")
 # which process runs which cells changes no result
-NOT_HASHED = ("batch_size", "stage", "only")
+NOT_HASHED = ("batch_size", "stage", "only", "out")  # "out" locates a run: a copied folder still reports
 
 
 def _csv(text: str) -> list[str]:
@@ -367,7 +367,7 @@ def run_ablation(config: AblationConfig, *, progress: bool = True) -> str:
     cfg = config.effective()
     out = Path(cfg.out)
     h = config_hash(cfg, ignore=NOT_HASHED)
-    record = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED[1:]}
+    record = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("stage", "only")}
     check_config(out, {"config_hash": h, "config": record}, command="ablation", ignore=NOT_HASHED)
     cells = cfg.selected
     if cfg.stage in ("all", "train"):
