@@ -23,14 +23,14 @@ In parallel: --stage {train,eval,report} and --only MODE:SEED,... split the work
 A follow-up (hard+dpo, hard+onpolicy) waits for the hard policy of its seed: it is refused until
 that is trained, unless hard:SEED is in the same --only (then it trains first).
 
-Time on 2 CPU cores (single-threaded processes; measured ~1.0 s per optimiser step of 32 problems for
-the tiny policy with the other core busy): a policy takes at most --max-steps 1500 steps, 25 minutes,
-less when the plateau rule stops it; its verifier (200 label problems, 2,000 reference problems, 8
-epochs) an estimated 10-20 minutes. One seed's 6 cells train in about 2-4 hours in one process; all
-18 cells in about 4-6 hours on two parallel processes. Evaluation then solves 48,000 (problem, cell)
-pairs, 27,000 of them with ~1,000-token sampling budgets: roughly 30-40 hours of one core (search runs
-at ~250 tokens/s), so about 15-20 hours split over two. Far less on a GPU. A cheaper table: --seeds 0,1
---budget 4. A rerun resumes where it stopped (finished policies, verifiers and problems are reused).
+Time on 2 CPU cores (single-threaded processes, measured 2026-11-29/30 with both cores busy): a policy
+trains at ~1.0-2.0 s per optimiser step of 32 problems and the plateau rule stopped the first ones at
+1,100 steps (13-19 minutes); a verifier (400 label problems, 2,000 reference problems, 8 epochs) takes
+~8-12 minutes. One seed's 6 cells train in about 3-4 hours in one process. Evaluating one cell on 500
+problems took 10 minutes (clean: 5 methods) to 15 minutes (hard: 7 methods, with the P(<b>) cells):
+search runs at ~5,000 generated tokens per CPU-second on the tiny policy. All 18 cells: ~10-12 hours of
+training plus ~4 hours of evaluation on one core, about half that on two parallel processes; far less
+on a GPU. A rerun resumes where it stopped (finished policies, verifiers and problems are reused).
 """
 
 from __future__ import annotations
