@@ -30,7 +30,9 @@ def wilson(successes: int, n: int, *, z: float = 1.959963984540054) -> tuple[flo
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval holds p; rounding can put an end a hair past it (wilson(0, 3) gave a low of 5.6e-17,
+    # a negative error bar that matplotlib refuses)
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 2000,
