@@ -69,8 +69,16 @@ def source_identity(spec: str, pol_dir: Path | None, ver_dir: Path | None) -> di
 
 def config_hash(config: Any, *, ignore: tuple[str, ...] = (), **extra: Any) -> str:
     """A short hash of a config dataclass (fields in ``ignore`` left out, ``extra`` added): every
-    row carries it, so rows of two configs are never counted together."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in ignore}
+    row carries it, so rows of two configs are never counted together.
+
+    Fields the config class names in its ``HASHED_WHEN_SET`` (a ``ClassVar``: fields added after
+    results of that config existed) enter the hash only when set away from their default, so a
+    config that leaves them at their defaults keeps the hash it had before they existed, and its
+    finished results stay its own."""
+    when_set = set(getattr(type(config), "HASHED_WHEN_SET", ()))
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    fields = {k: v for k, v in dataclasses.asdict(config).items()
+              if k not in ignore and not (k in when_set and v == defaults[k])}
     payload = {"format": CONFIG_FORMAT, "config": fields, **extra}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

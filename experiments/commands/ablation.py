@@ -31,6 +31,31 @@ problems took 10 minutes (clean: 5 methods) to 15 minutes (hard: 7 methods, with
 search runs at ~5,000 generated tokens per CPU-second on the tiny policy. All 18 cells: ~10-12 hours of
 training plus ~4 hours of evaluation on one core, about half that on two parallel processes; far less
 on a GPU. A rerun resumes where it stopped (finished policies, verifiers and problems are reused).
+
+A pretrained model with LoRA (--model FOLDER_OR_NAME --lora-r R; --lr, --train-batch-size,
+--num-eval and --verifier-knobs size it): every mode trains adapters on the same base, each policy
+is merged into policy_run/merged after training, and the verifier, the follow-ups, the calibration
+and the evaluation use the merged model. SmolLM2-135M, naive/masked/hard on the built-in task, in
+about an hour on 2 idle CPU cores (X is every flag but --stage/--only; one process per core):
+
+  X="--out runs/ablation17-smollm2 --model $HOME/.cache/rewind/smollm2/fp32 --lora-r 16 --lr 3e-4
+     --modes naive,masked,hard --seeds 0 --max-steps 200 --train-batch-size 4 --train-problems 800
+     --num-eval 32 --verifier-problems 48 --verifier-reference-problems 100
+     --verifier-knobs beam_width=2,beam_samples=2,max_depth=6,max_step_tokens=32,reference_slips=1
+     --n 200 --inference greedy-soft,greedy-rewind,beam+verifier --signal-modes= --budget 4
+     --calibration-problems 8 --max-new-tokens 96 --search-knobs max_depth=6,max_step_tokens=32"
+  export OMP_NUM_THREADS=1
+  rewind ablation $X --stage all --only hard:0                        # ~30 min, calibrates too
+  rewind ablation $X --stage train --only naive:0,masked:0 && \\
+      rewind ablation $X --stage eval --only naive:0,masked:0          # at the same time: ~55 min
+  rewind ablation $X --stage report
+
+Measured single-threaded, with other jobs on both cores (CPU time of the process; an idle core
+runs about that fast): one LoRA step of 4 problems (~86 tokens each) 3.2-3.8 s; a whole cell at
+--max-steps 150 --n 100 (training 9.5 min, merge, verifier ~3 min, calibration ~1 min) 14 min,
+and its 300 evaluations (greedy 45 tokens, beam+verifier 176 tokens a problem) 6 min. At 200 steps
+and 200 problems a cell is ~16-17 min of training and ~12 min of evaluation: ~88 core-minutes in
+all. One process (`rewind ablation $X`, torch on both cores) takes longer than the split.
 """
 
 from __future__ import annotations

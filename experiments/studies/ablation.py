@@ -34,15 +34,41 @@ Parallel recipe (``--stage`` and ``--only``; every process gets the same other f
 A follow-up cell is refused until the ``hard`` policy of its seed is trained (or is in the same
 ``--only``, which trains it first); a cell claimed by a live process is refused by any other.
 Time on 2 CPU cores, one single-threaded process per core: see ``experiments.commands.ablation``.
+
+A pretrained model with LoRA (``--model FOLDER_OR_NAME --lora-r R``; default: the built-in tiny
+policy from scratch): every mode trains LoRA adapters on the same base (``policy.lora``: the ⟨b⟩
+embedding row trains too), and each policy is merged into ``policy_run/merged`` right after it
+trains; its verifier, the follow-ups (new adapters on the merged ``hard`` policy: an adapter on an
+adapter would name the bare base as its own), the calibration and the evaluation all use that
+merged model. ``--lr`` is the base learning rate (default: TrainConfig's for the model: 3e-3 tiny,
+1e-4 LoRA, 1e-5 all weights); hard+dpo trains at 1/6 of it and hard+onpolicy at 1/3
+(``FOLLOW_UP_LR_SHARE``: 5e-4 and 1e-3 for the tiny policy, as before). ``--train-batch-size``,
+``--num-eval`` and ``--verifier-knobs`` (e.g. a narrower label beam) size it for a CPU. SmolLM2-135M
+with LoRA on the built-in task in about an hour on 2 CPU cores (measured numbers and the split into
+two processes: ``experiments.commands.ablation``)::
+
+    rewind ablation --out runs/ablation17-smollm2 --model $HOME/.cache/rewind/smollm2/fp32 --lora-r 16 \\
+        --lr 3e-4 --modes naive,masked,hard --seeds 0 --max-steps 200 --train-batch-size 4 \\
+        --train-problems 800 --num-eval 32 --verifier-problems 48 --verifier-reference-problems 100 \\
+        --verifier-knobs beam_width=2,beam_samples=2,max_depth=6,max_step_tokens=32,reference_slips=1 \\
+        --n 200 --inference greedy-soft,greedy-rewind,beam+verifier --signal-modes= --budget 4 \\
+        --calibration-problems 8 --max-new-tokens 96 --search-knobs max_depth=6,max_step_tokens=32
+
+(about 88 core-minutes: split over two single-threaded processes as the command's help shows.)
+
+The policy knobs (``model``, ``lora_r``, ``lr``, ``train_batch_size``, ``num_eval``,
+``verifier_knobs``) enter the config hash only when set (``HASHED_WHEN_SET``): an ablation run
+before they existed keeps its hash, its finished cells and its results.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import search
 from experiments.inputs import check_config, config_hash, load_problems
@@ -61,8 +87,9 @@ from experiments.wiring import load
 from policy.atomic import atomic_write_json
 from policy.data import generate_problems
 from policy.dpo import train_dpo
+from policy.model import merge_lora
 from policy.sft import last_complete_checkpoint, train_sft
-from policy.train_config import TrainConfig
+from policy.train_config import LR_FULL, LR_LORA, LR_TINY, TrainConfig
 from search.config import parse_knobs
 from search.knobs import knob
 from verifier.config import VerifierTrainConfig
@@ -81,6 +108,10 @@ SMOKE = dict(n=8, seeds="0", max_steps=3, eval_steps=1, plateau_patience=1, trai
              budget=2, beam_samples=2, max_new_tokens=48, search_knobs="max_depth=3,max_step_tokens=24")
 # which process runs which cells changes no result
 NOT_HASHED = ("batch_size", "stage", "only", "out")  # "out" locates a run: a copied folder still reports
+# the follow-ups continue the hard policy at these shares of the base learning rate (--lr, or the model's default):
+# 1/6 and 1/3, i.e. 5e-4 and 1e-3 for the tiny policy's 3e-3 (DPO wants a small rate; Rafailov et al. 2023)
+FOLLOW_UP_LR_SHARE = {"hard+dpo": 1 / 6, "hard+onpolicy": 1 / 3}
+MERGED = "merged"  # policy_run/merged: a LoRA policy's adapters merged into its base (what later stages load)
 
 
 def _csv(text: str) -> list[str]:
@@ -115,12 +146,24 @@ class AblationConfig:
     plateau_delta: float = knob(0.01, "relative eval-loss improvement that resets the plateau count, in [0, 1)")
     lr_scheduler: str = knob("constant_with_warmup", "learning-rate schedule of every policy (constant: where the "
                              "plateau rule stops does not depend on a decay over the cap)")
+    model: str = knob("tiny", "the policy every mode trains: 'tiny' (the built-in char-level policy, from scratch) "
+                      "or a pretrained model: a save_pretrained folder or hub name (e.g. ~/.cache/rewind/smollm2/fp32)")
+    lora_r: int = knob(0, "LoRA rank for a pretrained --model (0: train all weights); a LoRA policy is merged "
+                       "into policy_run/merged right after training, and later stages load that")
+    lr: float | None = knob(None, "peak learning rate of clean/naive/masked/hard (default: the model's, 3e-3 tiny, "
+                            "1e-4 LoRA, 1e-5 full); hard+dpo trains at 1/6 of it, hard+onpolicy at 1/3")
+    train_batch_size: int | None = knob(None, "examples per optimiser step of every policy (default: "
+                                        "TrainConfig's 32; 8 with --smoke)")
+    num_eval: int | None = knob(None, "held-out problems of each policy's eval loss, the plateau rule's signal "
+                                "(default: TrainConfig's 128; 8 with --smoke)")
     harvest_problems: int = knob(256, "hard+onpolicy: problems the hard policy is sampled on")
     verifier_problems: int = knob(200, "problems the verifier labels come from (>= 3)")
     verifier_labels: str = knob("injected", "verifier label source: injected, rollouts, mc or mix")
     verifier_epochs: int = knob(8, "most epochs of each cell's step verifier (>= 1)")
     verifier_reference_problems: int = knob(2000, "problems whose reference solutions add right/slipped sibling "
                                             "steps to each verifier's training (>= 0)")
+    verifier_knobs: str = knob("", "more VerifierTrainConfig fields for every cell's verifier, KEY=VALUE,... (e.g. "
+                               "beam_width=2,max_depth=8,max_step_tokens=32: cheaper labels on a pretrained model)")
     batch_size: int = knob(8, "problems solved together (>= 1)")
     stage: Literal["all", "train", "eval", "report"] = knob(
         "all", "what this process does: train (policies, verifiers, the calibration), eval (the trained cells), "
@@ -129,6 +172,10 @@ class AblationConfig:
                      "cell); disjoint --only sets run in parallel processes")
     smoke: bool = knob(False, "tiny smoke run (8 problems, 1 seed, 3 steps): checks the pipeline in 2-3 minutes",
                      flag=True)
+
+    # added after ablations ran: in the hash only when set, so a default config keeps its hash and results
+    HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("model", "lora_r", "lr", "train_batch_size", "num_eval",
+                                                  "verifier_knobs")
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -150,6 +197,7 @@ class AblationConfig:
         if not _csv(self.seeds):
             raise ValueError("--seeds must name at least one seed")
         self._check_numbers()
+        self._check_policy()
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {STAGES}, got {self.stage!r}")
         self.selected  # noqa: B018 - parses --only: a bad cell fails here, before any work
@@ -170,6 +218,21 @@ class AblationConfig:
             raise ValueError(f"plateau_delta must be a relative improvement in [0, 1), got {self.plateau_delta}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+
+    def _check_policy(self) -> None:
+        if not str(self.model).strip():
+            raise ValueError("--model is empty: give 'tiny' or a pretrained model (a folder or hub name)")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0 (0: no LoRA), got {self.lora_r}")
+        if self.lora_r and self.model == "tiny":
+            raise ValueError("--lora-r needs a pretrained --model (e.g. --model ~/.cache/rewind/smollm2/fp32); "
+                             "the built-in tiny policy trains from scratch")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("train_batch_size", "num_eval"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset for the default), got {getattr(self, name)}")
+        verifier_knobs(self.verifier_knobs)
 
     def effective(self) -> AblationConfig:
         """The config actually run: ``SMOKE`` applied in smoke mode."""
@@ -201,30 +264,82 @@ class AblationConfig:
         return ("hard" if "hard" in modes else modes[0]), self.seed_list[0]
 
 
+def stage_policy(cfg: AblationConfig, pol_run: Path) -> Path:
+    """The policy that later stages (verifier, follow-ups, calibration, evaluation) use: under LoRA the
+    merged full model ``policy_run/merged`` (written right after training), else the run itself.
+
+    (Loading an adapter run merges it on every load, but an adapter trained on top of such a merged
+    policy would name the bare base as its own: the follow-ups need a merged folder to start from.)"""
+    return pol_run / MERGED if cfg.lora_r else pol_run
+
+
+def base_lr(cfg: AblationConfig) -> float:
+    """The learning rate of clean/naive/masked/hard: --lr, or TrainConfig's default for the model."""
+    if cfg.lr is not None:
+        return cfg.lr
+    return LR_TINY if cfg.model == "tiny" else LR_LORA if cfg.lora_r else LR_FULL
+
+
+def follow_up_lr(cfg: AblationConfig, mode: str) -> float:
+    """A follow-up's learning rate: its ``FOLLOW_UP_LR_SHARE`` of ``base_lr`` (3 significant digits)."""
+    return float(f"{base_lr(cfg) * FOLLOW_UP_LR_SHARE[mode]:.3g}")
+
+
 def _train_config(cfg: AblationConfig, out: Path, mode: str, seed: int) -> TrainConfig:
     common = dict(out=str(run_dir(out, mode, seed) / "policy_run"), seed=seed, task="builtin",
+                  model=os.path.expanduser(cfg.model), lora_r=cfg.lora_r,
                   num_problems=cfg.train_problems, max_steps=cfg.max_steps, eval_steps=cfg.eval_steps,
                   plateau_patience=cfg.plateau_patience, plateau_delta=cfg.plateau_delta,
                   lr_scheduler=cfg.lr_scheduler)
     if cfg.smoke:
         common.update(num_eval=8, batch_size=8, save_steps=1000, logging_steps=1)
-    hard = str(run_dir(out, "hard", seed) / "policy_run")
+    common.update({k: v for k, v in (("batch_size", cfg.train_batch_size), ("num_eval", cfg.num_eval)) if v})
+    hard = str(stage_policy(cfg, run_dir(out, "hard", seed) / "policy_run"))
     # The two follow-up rounds continue the trained hard policy under the same stopping rule and cap, at a
-    # lower learning rate (DPO is known to need a small one; Rafailov et al. 2023 use 1e-6 on large models).
+    # lower learning rate (DPO is known to need a small one; Rafailov et al. 2023 use 1e-6 on large models);
+    # under LoRA they train new adapters on the merged hard policy.
     if mode == "hard+dpo":
-        return TrainConfig(mode="dpo", init=hard, lr=5e-4, **common)
+        return TrainConfig(mode="dpo", init=hard, lr=follow_up_lr(cfg, mode), **common)
     if mode == "hard+onpolicy":
-        return TrainConfig(mode="hard", harvest_from=hard, harvest_problems=cfg.harvest_problems, lr=1e-3, **common)
-    return TrainConfig(mode=mode, **common)
+        return TrainConfig(mode="hard", harvest_from=hard, harvest_problems=cfg.harvest_problems,
+                           lr=follow_up_lr(cfg, mode), **common)
+    return TrainConfig(mode=mode, lr=cfg.lr, **common)
+
+
+# VerifierTrainConfig fields the ablation sets itself (its own flags, or per cell)
+VERIFIER_OWN = {"out": "--out", "policy": "the cell's policy", "seed": "the cell's seed",
+                "labels": "--verifier-labels", "num_problems": "--verifier-problems", "epochs": "--verifier-epochs",
+                "reference_problems": "--verifier-reference-problems", "task": "the built-in task"}
+
+
+def verifier_knobs(text: str) -> dict[str, Any]:
+    """``--verifier-knobs`` as VerifierTrainConfig fields, checked (names and values) before any work."""
+    try:
+        knobs = parse_knobs(text)
+    except ValueError as e:
+        raise ValueError(f"--verifier-knobs: {e}") from e
+    names = {f.name for f in dataclasses.fields(VerifierTrainConfig)}
+    for key in knobs:
+        if key in VERIFIER_OWN:
+            raise ValueError(f"--verifier-knobs {key}: the ablation sets it ({VERIFIER_OWN[key]})")
+        if key not in names:
+            raise ValueError(f"--verifier-knobs {key}: not a VerifierTrainConfig field; choose from "
+                             f"{sorted(names - set(VERIFIER_OWN))}")
+    try:
+        VerifierTrainConfig(out="-", policy="-", **knobs)  # its own checks of the values
+    except ValueError as e:
+        raise ValueError(f"--verifier-knobs: {e}") from e
+    return knobs
 
 
 def _verifier_config(cfg: AblationConfig, pol_run: Path, seed: int) -> VerifierTrainConfig:
     small = ({"samples_per_problem": 1, "max_new_tokens": 48, "reference_slips": 1, "max_depth": 4,
               "max_step_tokens": 40} if cfg.smoke else {})
-    return VerifierTrainConfig(out=str(pol_run.parent / "verifier_run"), policy=str(pol_run), seed=seed,
+    return VerifierTrainConfig(out=str(pol_run.parent / "verifier_run"), policy=str(stage_policy(cfg, pol_run)),
+                               seed=seed,
                                labels=cfg.verifier_labels, num_problems=cfg.verifier_problems,
                                epochs=cfg.verifier_epochs, reference_problems=cfg.verifier_reference_problems,
-                               **small)
+                               **{**small, **verifier_knobs(cfg.verifier_knobs)})
 
 
 def _finished(folder: Path, config: Any, *, marker: str, what: str) -> bool:
@@ -247,8 +362,9 @@ def _finished(folder: Path, config: Any, *, marker: str, what: str) -> bool:
 
 
 def _policy_done(cfg: AblationConfig, out: Path, mode: str, seed: int) -> bool:
+    """The policy of the cell is trained with this config (and, under LoRA, merged)."""
     tc = _train_config(cfg, out, mode, seed)
-    return _finished(Path(tc.out), tc, marker="metrics.json", what="policy")
+    return _finished(Path(tc.out), tc, marker="metrics.json", what="policy") and stage_policy(cfg, Path(tc.out)).exists()
 
 
 def _cell_done(cfg: AblationConfig, out: Path, mode: str, seed: int) -> bool:
@@ -279,6 +395,8 @@ def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:
             train_dpo(tc)
         else:
             train_sft(tc)
+    if not stage_policy(cfg, pol_run).exists():  # LoRA: merge once, right after training (atomic)
+        merge_lora(pol_run, stage_policy(cfg, pol_run))
     vc = _verifier_config(cfg, pol_run, seed)
     if not _finished(Path(vc.out), vc, marker="metrics.json", what="verifier"):
         train_verifier(vc, progress=False)
@@ -286,8 +404,9 @@ def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:
 
 
 def load_stage(run: Path) -> tuple[Any, Any]:
-    """(policy, verifier) of a finished sub-run."""
-    return load(run / "policy_run", verifier=run / "verifier_run")
+    """(policy, verifier) of a finished sub-run: a LoRA run's merged policy when it has one."""
+    merged = run / "policy_run" / MERGED
+    return load(merged if merged.exists() else run / "policy_run", verifier=run / "verifier_run")
 
 
 def _knobs(cfg: AblationConfig, budgets: dict, method: str) -> dict:
@@ -299,24 +418,28 @@ def calibrate_budgets(cfg: AblationConfig, policy: Any, verifier: Any) -> dict:
     """Knobs giving every sampling strategy about best-of-N's mean tokens per problem.
 
     Tokens grow about linearly in beam width and in MCTS simulations, so one probe of each
-    (width 1; 8 simulations) and a rescale suffice; the achieved means are in the table.
+    (width 1; 8 simulations) and a rescale suffice; the achieved means are in the table. A search
+    that no inference method of ``cfg`` uses is not probed (its knobs are left out).
     """
     import numpy as np
 
     problems = generate_problems(cfg.calibration_problems, seed=0, split="validation")
     base = dict(parse_knobs(cfg.search_knobs), threshold=cfg.threshold, policy=policy, verifier=verifier)
+    used = {INFERENCE[i][0] for m in _csv(cfg.modes) for i in cfg.inference_of(m)}
 
     def mean_tokens(strategy: str, **knobs: Any) -> float:
         sols = search.solve_many(problems, strategy=strategy, **base, **knobs)
         return max(1.0, float(np.mean([s.stats["tokens_generated"] for s in sols])))
 
     target = mean_tokens("best_of_n", n=cfg.budget)
-    per_width = mean_tokens("beam", width=1, samples=cfg.beam_samples)
-    per_8_sims = mean_tokens("mcts", simulations=8, children=cfg.mcts_children)
-    return {"target_tokens": target,
-            "best_of_n": {"n": cfg.budget},
-            "beam": {"width": max(1, round(target / per_width)), "samples": cfg.beam_samples},
-            "mcts": {"simulations": max(1, round(8 * target / per_8_sims)), "children": cfg.mcts_children}}
+    budgets: dict[str, Any] = {"target_tokens": target, "best_of_n": {"n": cfg.budget}}
+    if "beam" in used:
+        per_width = mean_tokens("beam", width=1, samples=cfg.beam_samples)
+        budgets["beam"] = {"width": max(1, round(target / per_width)), "samples": cfg.beam_samples}
+    if "mcts" in used:
+        per_8_sims = mean_tokens("mcts", simulations=8, children=cfg.mcts_children)
+        budgets["mcts"] = {"simulations": max(1, round(8 * target / per_8_sims)), "children": cfg.mcts_children}
+    return budgets
 
 
 

@@ -266,6 +266,18 @@ def _training_part(out: Path, cfg: Any) -> list[str]:
     rule = (f"stops after {evals} in a row (every {cfg.eval_steps} steps) without a "
             f"{cfg.plateau_delta:.0%} relative improvement of the eval loss, at most {cfg.max_steps} steps"
             if cfg.plateau_patience else f"trains {cfg.max_steps} steps (no plateau rule)")
-    return [f"\n## Training\n\nOne rule for every mode: a policy {rule}; learning-rate schedule "
-            f"`{cfg.lr_scheduler}`. Train tokens: every token fed, padding included.\n",
+    return [f"\n## Training\n\nPolicy: {policy_text(cfg)}. One rule for every mode: a policy {rule}; learning-rate "
+            f"schedule `{cfg.lr_scheduler}`. Train tokens: every token fed, padding included.\n",
             *training_lines(out, modes, seeds)]
+
+
+def policy_text(cfg: Any) -> str:
+    """What every mode trains: the tiny policy from scratch, or a pretrained model (LoRA or all weights)."""
+    model, rank, lr = getattr(cfg, "model", "tiny"), getattr(cfg, "lora_r", 0), getattr(cfg, "lr", None)
+    rate = f"learning rate {lr:g}" if lr is not None else "the model's default learning rate"
+    if {"hard+dpo", "hard+onpolicy"} & set(str(getattr(cfg, "modes", "")).split(",")):
+        rate += " (hard+dpo at 1/6 of it, hard+onpolicy at 1/3)"
+    if model == "tiny":
+        return f"the built-in tiny policy, trained from scratch at {rate}"
+    how = f"LoRA rank {rank} (merged into the base after training)" if rank else "all weights trained"
+    return f"`{model}`, {how}, at {rate}"
