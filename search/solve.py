@@ -25,7 +25,7 @@ from search.run import ENDING_STOP_REASONS, Drawn, Expand, SearchRun
 from search.seeding import child_seeds
 from search.tree import ROOT, Tree
 
-__all__ = ["Solution", "solve", "solve_many"]
+__all__ = ["Solution", "pruning_threshold", "solve", "solve_many"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,14 @@ def solve(
                       verifier=verifier, config=config, **knobs)[0]
 
 
+def pruning_threshold(cfg: SearchConfig, verifier: Any, *, given: bool) -> float:
+    """The threshold a search prunes at: ``cfg``'s when a threshold, config or knob set it
+    (``given``), else the verifier's calibrated ``default_threshold`` (set by its training) when it
+    has one, else ``cfg``'s default."""
+    calibrated = getattr(verifier, "default_threshold", None)
+    return cfg.threshold if given or calibrated is None else float(calibrated)
+
+
 def solve_many(
     problems: Iterable[Any],
     *,
@@ -84,10 +92,8 @@ def solve_many(
     if not problems:
         return []
     policy, verifier = load_parts(policy, verifier)  # None or a path: through the composition root
-    if threshold is None and config is None and "threshold" not in knobs:
-        calibrated = getattr(verifier, "default_threshold", None)  # set by the verifier's training
-        if calibrated is not None:
-            cfg = dataclasses.replace(cfg, threshold=float(calibrated))
+    given = threshold is not None or config is not None or "threshold" in knobs
+    cfg = dataclasses.replace(cfg, threshold=pruning_threshold(cfg, verifier, given=given))
     engine = _engine(policy, cfg)
     _check_verifier(verifier, engine.hidden_size)
     if verifier is None and isinstance(cfg, BeamConfig) and cfg.rank == "verifier":

@@ -26,6 +26,7 @@ from policy.atomic import append_jsonl
 from policy.data import answers_match, extract_answer, format_prompt
 from policy.generate import generate
 from search.config import SearchConfig
+from search.solve import pruning_threshold
 
 __all__ = ["DECODERS", "METHODS", "evaluate", "read_results"]
 
@@ -130,11 +131,6 @@ def evaluate(
 
 
 def _used_threshold(threshold: float | None, verifier: Any, knobs: dict) -> float:
-    """The threshold ``search.solve_many`` prunes at: the given one, else a verifier's calibrated
-    ``default_threshold``, else the search config's (0.5)."""
-    if threshold is not None:
-        return float(threshold)
-    if "threshold" in knobs:
-        return float(knobs["threshold"])
-    calibrated = getattr(verifier, "default_threshold", None)
-    return float(calibrated) if calibrated is not None else float(SearchConfig.__dataclass_fields__["threshold"].default)
+    """The threshold ``search.solve_many`` prunes at for these arguments (``search.solve.pruning_threshold``)."""
+    t = threshold if threshold is not None else knobs.get("threshold")
+    return pruning_threshold(SearchConfig() if t is None else SearchConfig(threshold=t), verifier, given=t is not None)
