@@ -20,8 +20,9 @@ import torch.nn.functional as F
 
 from policy import data
 from policy.collator import IGNORE_INDEX, Collator
+from policy.locate import locate
 from policy.lora import apply_lora
-from policy.model import Policy, load_policy
+from policy.model import Policy, load_policy, merge_lora
 from policy.sft import (
     _DTYPES,
     CheckpointTrainer,
@@ -173,8 +174,18 @@ def check_pairs(dataset, *, max_length: int, name: str = "training") -> None:
 
 
 def init_policy(config: TrainConfig) -> Policy:
-    """The SFT policy DPO starts from (also the frozen reference); it must already know ⟨b⟩."""
-    policy = load_policy(resolve_policy_dir(config.init), attn_implementation=config.attn_implementation,
+    """The SFT policy DPO starts from (also the frozen reference); it must already know ⟨b⟩.
+
+    A LoRA init trained with a new adapter (``lora_r``) is first merged into ``OUT/init-merged``:
+    the new adapter then names that folder as its base. Merging only in memory would leave it naming
+    the bare base, and loading the DPO run would silently drop the SFT adapter."""
+    source = resolve_policy_dir(config.init)
+    if config.lora_r and locate(source).kind == "adapter":
+        merged = Path(config.out) / "init-merged"
+        if not (merged / "config.json").exists():
+            merge_lora(source, merged, dtype=_DTYPES[config.dtype])
+        source = merged
+    policy = load_policy(source, attn_implementation=config.attn_implementation,
                          add_backtrack=False, dtype=_DTYPES[config.dtype])
     if policy.backtrack_id is None:
         raise ValueError(f"{config.init} has no backtrack token: DPO starts from an SFT run trained with ⟨b⟩")

@@ -166,3 +166,23 @@ def test_search_solves_gsm8k_with_a_few_shot_prompt(smollm2):
     for s, p in zip(sols, problems):
         root = s.tree.nodes[0] if hasattr(s.tree, "nodes") else None
         assert root is None or p.question in getattr(root, "text", p.question)
+
+
+def test_lora_dpo_from_a_lora_run_keeps_the_sft_adapter(smollm2_dir, tmp_path):
+    """DPO with a new adapter on a LoRA SFT run: the loaded DPO policy is SFT + DPO, not base + DPO
+    (the init is merged into OUT/init-merged, the new adapter's base)."""
+    sft = tmp_path / "sft"
+    train_sft(TrainConfig(out=str(sft), mode="hard", model=str(smollm2_dir), max_steps=2, lr=5e-3, lora_r=4,
+                          lora_targets="q_proj,v_proj", **SMALL))
+    dpo = tmp_path / "dpo"
+    train_dpo(TrainConfig(out=str(dpo), mode="dpo", init=str(sft), max_steps=1, lr=1e-9, lora_r=4,
+                          lora_targets="q_proj,v_proj", **{**SMALL, "batch_size": 1}))
+    base_of = json.loads((dpo / "policy" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base_of == str(dpo / "init-merged")
+    sft_policy, dpo_policy = load_policy(sft), load_policy(dpo)
+    bare = load_policy(smollm2_dir)
+    ids = torch.tensor([sft_policy.prompt_ids("What is 3 + 4?")])
+    with torch.no_grad():
+        s, d, b = (p.model(input_ids=ids).logits for p in (sft_policy, dpo_policy, bare))
+    assert (s - b).abs().max() > 1e-2  # the SFT adapter moved the model ...
+    assert (d - s).abs().max() < 1e-3  # ... and a ~zero-lr DPO step on top keeps it

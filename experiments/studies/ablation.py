@@ -268,8 +268,9 @@ def stage_policy(cfg: AblationConfig, pol_run: Path) -> Path:
     """The policy that later stages (verifier, follow-ups, calibration, evaluation) use: under LoRA the
     merged full model ``policy_run/merged`` (written right after training), else the run itself.
 
-    (Loading an adapter run merges it on every load, but an adapter trained on top of such a merged
-    policy would name the bare base as its own: the follow-ups need a merged folder to start from.)"""
+    (Loading an adapter run merges it on every load; merging once, into a folder, spares every later
+    stage that merge and gives the follow-ups' new adapters a base that holds the SFT adapter, as
+    ``policy.dpo.init_policy`` does for ``rewind train-policy --mode dpo --init LORA_RUN --lora-r R``.)"""
     return pol_run / MERGED if cfg.lora_r else pol_run
 
 
