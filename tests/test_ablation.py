@@ -281,3 +281,16 @@ def test_a_copied_ablation_folder_reports_the_same_config():
     a, b = AblationConfig(out="runs/x"), AblationConfig(out="experiments/results/x")
     assert config_hash(a, ignore=NOT_HASHED) == config_hash(b, ignore=NOT_HASHED)
     assert config_hash(a, ignore=NOT_HASHED) != config_hash(AblationConfig(out="runs/x", n=7), ignore=NOT_HASHED)
+
+
+def test_delta_is_paired_when_one_cell_has_a_seed_the_baseline_lacks():
+    """hard has seeds 0 and 1, clean only seed 0: Δ and McNemar use seed 0's pairs only, and a
+    half-evaluated seed is marked partial."""
+    rows = (_rows("clean", "greedy-rewind", {0: [0, 0, 1, 0]})
+            + _rows("hard", "greedy-rewind", {0: [1, 0, 1, 0], 1: [1, 1, 1]}))
+    cells = cells_of(rows)
+    assert cells["hard", "greedy-rewind"].accuracy == 5 / 7  # pooled over both seeds
+    text = "\n".join(table_lines(cells, ["clean", "hard"], ["greedy-rewind"], expected=4))
+    assert "Δ +0.250, p=1.000 (1:0) on the 4 shared" in text  # not 5/7 - 1/4
+    assert "(partial: seed 1: 3/4)" in text
+    assert "partial" not in text.splitlines()[2]  # clean's one seed is complete

@@ -25,7 +25,7 @@ from experiments.studies.stats import bootstrap_ci, mcnemar, wilson
 from policy.atomic import atomic_write_text
 from policy.plateau import best_eval
 
-__all__ = ["Cell", "cells_of", "mechanism_lines", "read_rows", "signal_lines", "table_lines", "training_lines",
+__all__ = ["Cell", "cells_of", "mechanism_lines", "paired_delta", "read_rows", "signal_lines", "table_lines", "training_lines",
            "write_report"]
 
 
@@ -67,8 +67,26 @@ def _p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else "<0.001"
 
 
-def table_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inference: Sequence[str]) -> list[str]:
-    """Accuracy [95% CI] per cell; below the baseline row: Δ and McNemar p vs the baseline."""
+def paired_delta(a: Mapping[object, bool], b: Mapping[object, bool]) -> tuple[float, int]:
+    """Mean of ``a - b`` over the (problem, seed) keys both hold, and how many: a Δ between pooled
+    accuracies would compare different seeds whenever one cell has seeds the other lacks."""
+    keys = a.keys() & b.keys()
+    return (float(np.mean([float(a[k]) - float(b[k]) for k in keys])) if keys else float("nan")), len(keys)
+
+
+def _partial(cell: Cell, expected: int | None) -> str:
+    """'' for a cell whose every seed has all ``expected`` problems, else which seeds are short."""
+    if not expected:
+        return ""
+    counts = {s: sum(1 for (_, s2) in cell.correct if s2 == s) for s in cell.seeds}
+    short = [f"seed {s}: {k}/{expected}" for s, k in counts.items() if k < expected]
+    return f"<br>(partial: {', '.join(short)})" if short else ""
+
+
+def table_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inference: Sequence[str],
+                expected: int | None = None) -> list[str]:
+    """Accuracy [95% CI] per cell; below the baseline row: Δ and McNemar p vs the baseline, both on
+    the (problem, seed) pairs the two cells share. ``expected``: problems per seed (marks partial cells)."""
     base = modes[0]
     lines = ["| mode | " + " | ".join(inference) + " |", "|---" * (len(inference) + 1) + "|"]
     for mode in modes:
@@ -81,10 +99,13 @@ def table_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inf
             lo, hi = cell.ci()
             text = f"{cell.accuracy:.3f} [{lo:.3f}, {hi:.3f}]"
             ref = cells.get((base, inf))
-            if mode != base and ref is not None:
+            if mode != base and ref is not None and cell.correct.keys() & ref.correct.keys():
                 t = mcnemar(cell.correct, ref.correct)
-                text += f"<br>Δ {cell.accuracy - ref.accuracy:+.3f}, p={_p(t.p_value)} ({t.only_a}:{t.only_b})"
-            out.append(text)
+                delta, shared = paired_delta(cell.correct, ref.correct)
+                text += f"<br>Δ {delta:+.3f}, p={_p(t.p_value)} ({t.only_a}:{t.only_b})"
+                if shared < max(cell.n, ref.n):
+                    text += f" on the {shared} shared"
+            out.append(text + _partial(cell, expected))
         lines.append(f"| {mode} | " + " | ".join(out) + " |")
     return lines
 
@@ -101,8 +122,9 @@ def signal_lines(cells: Mapping[tuple[str, str], Cell]) -> list[str]:
         if ver is None:
             continue
         t = mcnemar(ver.correct, own.correct)
+        delta, _ = paired_delta(ver.correct, own.correct)
         lines.append(f"| {mode} | {method} | {ver.accuracy:.3f} | {own.accuracy:.3f} | "
-                     f"{ver.accuracy - own.accuracy:+.3f} | {_p(t.p_value)} ({t.only_a}:{t.only_b}) |")
+                     f"{delta:+.3f} | {_p(t.p_value)} ({t.only_a}:{t.only_b}) |")
     return lines if len(lines) > 2 else []
 
 
@@ -232,8 +254,9 @@ def write_report(out: Path, cfg: Any, budgets: Mapping, config_hash: str) -> str
         f"config hash `{config_hash}`{' (smoke run: not a result)' if cfg.smoke else ''}; pruning threshold "
         f"{cfg.threshold if cfg.threshold is not None else 'each verifier’s calibrated one (0.5 for P(⟨b⟩))'}; baseline row: `{modes[0]}`.\n",
         "Accuracy [95% CI]; below the baseline row, Δ accuracy vs the baseline in the same column and McNemar's "
-        "exact p on paired (problem, seed) correctness (only this row right : only the baseline right).\n",
-        *table_lines(cells, modes, inference),
+        "exact p, both on the (problem, seed) pairs the two cells share ('on the N shared' when that is fewer "
+        "than either cell holds) (only this row right : only the baseline right).\n",
+        *table_lines(cells, modes, inference, expected=int(cfg.n)),
         f"\n## Token budgets\n\nTarget: best-of-N's mean {budgets.get('target_tokens', float('nan')):.0f} tokens "
         f"generated per problem on the calibration set; knobs: {sampled}. Achieved mean tokens generated per "
         "problem:\n",
