@@ -83,6 +83,8 @@ def test_config_validation():
         AblationConfig(out="x", modes="clean,hardd")
     with pytest.raises(ValueError, match="include 'hard'"):
         AblationConfig(out="x", modes="clean,hard+dpo", signal_modes="")
+    with pytest.raises(ValueError, match="clean\\+cont starts from the clean policy: include 'clean'"):
+        AblationConfig(out="x", modes="hard,clean+cont")
     with pytest.raises(ValueError, match="unknown inference"):
         AblationConfig(out="x", inference="beam")
     with pytest.raises(ValueError, match="seeds"):
@@ -95,7 +97,7 @@ def test_config_validation():
             AblationConfig(out="x", **bad)
     cfg = AblationConfig(out="x", smoke=True).effective()
     assert cfg.n == 8 and cfg.seeds == "0"
-    assert len(cfg.cells) == 6 * 5 + 2  # every mode x method, plus the P(b) signal for hard
+    assert len(cfg.cells) == 8 * 5 + 2  # every mode x method, plus the P(b) signal for hard
     full = AblationConfig(out="x")
     assert (full.max_steps, full.plateau_patience, full.eval_steps, full.verifier_epochs,
             full.verifier_reference_problems) == (1500, 3, 50, 8, 2000)
@@ -243,10 +245,12 @@ def test_help_documents_the_command(capsys):
 def test_smoke_ablation_end_to_end(tmp_path):
     out = tmp_path / "ab"
     text = run_ablation(AblationConfig(out=str(out), smoke=True), progress=False)
-    for mode in ("clean", "naive", "masked", "hard", "hard+dpo", "hard+onpolicy"):
+    for mode in ("clean", "naive", "masked", "hard", "hard+dpo", "hard+onpolicy", "hard+cont", "clean+cont"):
         assert f"| {mode} |" in text
     rows = [json.loads(line) for path in sorted(out.glob("results-*.jsonl")) for line in path.read_text().splitlines()]
-    assert len(rows) == 8 * (6 * 5 + 2) and len({r["config_hash"] for r in rows}) == 1
+    assert len(rows) == 8 * (8 * 5 + 2) and len({r["config_hash"] for r in rows}) == 1
+    cont = json.loads((out / "runs" / "clean_cont-s0" / "policy_run" / "train_config.json").read_text())
+    assert cont["mode"] == "clean" and cont["model"].endswith("clean-s0/policy_run")
     assert "## Training" in text and "## Mechanism" in text
     metrics = json.loads((out / "runs" / "hard_dpo-s0" / "policy_run" / "metrics.json").read_text())
     assert metrics["global_step"] <= 3 and "stopped_early" in metrics and "plateau_step" in metrics
@@ -294,3 +298,34 @@ def test_delta_is_paired_when_one_cell_has_a_seed_the_baseline_lacks():
     assert "Δ +0.250, p=1.000 (1:0) on the 4 shared" in text  # not 5/7 - 1/4
     assert "(partial: seed 1: 3/4)" in text
     assert "partial" not in text.splitlines()[2]  # clean's one seed is complete
+
+
+def test_cont_controls_continue_their_base_on_its_data_at_the_on_policy_rate(tmp_path):
+    """hard+cont / clean+cont: same mode and data as their base, started from its trained policy, at
+    the on-policy round's learning rate, and nothing harvested: the control that isolates the
+    on-policy data from the lower rate."""
+    cfg = AblationConfig(out=str(tmp_path), seeds="0,1")
+    onpolicy = _train_config(cfg, tmp_path, "hard+onpolicy", 1)
+    for mode, base in (("hard+cont", "hard"), ("clean+cont", "clean")):
+        tc = _train_config(cfg, tmp_path, mode, 1)
+        assert tc.mode == base and tc.model == str(run_dir(tmp_path, base, 1) / "policy_run")
+        assert tc.lr == onpolicy.lr == 1e-3 and tc.harvest_from is None and tc.init is None
+        assert tc.num_problems == onpolicy.num_problems and tc.seed == 1
+    with pytest.raises(ValueError, match=r"clean\+cont:1 starts from the clean policy of seed 1.*--only clean:1"):
+        check_dependencies(cfg, tmp_path, [("hard", 1), ("clean+cont", 1)])
+    check_dependencies(cfg, tmp_path, [("clean", 1), ("clean+cont", 1)])
+    assert order_cells([("clean+cont", 0), ("clean", 0), ("hard", 0)]) == [("hard", 0), ("clean", 0),
+                                                                           ("clean+cont", 0)]
+
+
+def test_adding_modes_or_seeds_keeps_the_config_hash():
+    """Rows name their mode and seed, so the cells chosen are not hashed: extending a finished
+    ablation with a mode or a seed keeps its results."""
+    from experiments.inputs import config_hash
+    from experiments.studies.ablation import NOT_HASHED
+
+    a = AblationConfig(out="x", modes="clean,hard", seeds="0")
+    b = AblationConfig(out="y", modes="clean,hard,hard+cont", seeds="0,1")
+    assert config_hash(a, ignore=NOT_HASHED) == config_hash(b, ignore=NOT_HASHED)
+    assert config_hash(a, ignore=NOT_HASHED) != config_hash(AblationConfig(out="x", modes="clean,hard", n=499),
+                                                            ignore=NOT_HASHED)

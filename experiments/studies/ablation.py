@@ -97,7 +97,7 @@ from verifier.train import train_verifier
 
 __all__ = ["AblationConfig", "INFERENCE", "MODES", "STAGES", "calibrate_budgets", "run_ablation", "train_stage"]
 
-MODES = ("clean", "naive", "masked", "hard", "hard+dpo", "hard+onpolicy")
+MODES = ("clean", "naive", "masked", "hard", "hard+dpo", "hard+onpolicy", "hard+cont", "clean+cont")
 STAGES = ("all", "train", "eval", "report")
 # inference label -> (evaluate method, pruning signal)
 INFERENCE = {"greedy-soft": ("decode-soft", None), "greedy-rewind": ("decode", None),
@@ -107,10 +107,12 @@ SMOKE = dict(n=8, seeds="0", max_steps=3, eval_steps=1, plateau_patience=1, trai
              verifier_problems=24, verifier_epochs=3, verifier_reference_problems=24, calibration_problems=3,
              budget=2, beam_samples=2, max_new_tokens=48, search_knobs="max_depth=3,max_step_tokens=24")
 # which process runs which cells changes no result
-NOT_HASHED = ("batch_size", "stage", "only", "out")  # "out" locates a run: a copied folder still reports
+# "out" locates a run: a copied folder still reports; "modes" and "seeds" choose cells, and every row names its
+# mode and seed: adding a mode or a seed to a finished ablation keeps its results
+NOT_HASHED = ("batch_size", "stage", "only", "out", "modes", "seeds")
 # the follow-ups continue the hard policy at these shares of the base learning rate (--lr, or the model's default):
 # 1/6 and 1/3, i.e. 5e-4 and 1e-3 for the tiny policy's 3e-3 (DPO wants a small rate; Rafailov et al. 2023)
-FOLLOW_UP_LR_SHARE = {"hard+dpo": 1 / 6, "hard+onpolicy": 1 / 3}
+FOLLOW_UP_LR_SHARE = {"hard+dpo": 1 / 6, "hard+onpolicy": 1 / 3, "hard+cont": 1 / 3, "clean+cont": 1 / 3}
 MERGED = "merged"  # policy_run/merged: a LoRA policy's adapters merged into its base (what later stages load)
 
 
@@ -183,8 +185,10 @@ class AblationConfig:
         bad = [m for m in _csv(self.modes) if m not in MODES]
         if bad or not _csv(self.modes):
             raise ValueError(f"unknown training mode(s) {bad}; choose from {MODES}")
-        if set(_csv(self.modes)) & set(FOLLOW_UPS) and "hard" not in _csv(self.modes):
-            raise ValueError("hard+dpo and hard+onpolicy start from the hard policy: include 'hard' in --modes")
+        for mode in _csv(self.modes):
+            if mode in FOLLOW_UPS and FOLLOW_UPS[mode] not in _csv(self.modes):
+                raise ValueError(f"{mode} starts from the {FOLLOW_UPS[mode]} policy: include "
+                                 f"'{FOLLOW_UPS[mode]}' in --modes")
         bad = [m for m in _csv(self.inference) if m not in INFERENCE]
         if bad or not _csv(self.inference):
             raise ValueError(f"unknown inference method(s) {bad}; choose from {tuple(INFERENCE)}")
@@ -295,15 +299,18 @@ def _train_config(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Train
     if cfg.smoke:
         common.update(num_eval=8, batch_size=8, save_steps=1000, logging_steps=1)
     common.update({k: v for k, v in (("batch_size", cfg.train_batch_size), ("num_eval", cfg.num_eval)) if v})
-    hard = str(stage_policy(cfg, run_dir(out, "hard", seed) / "policy_run"))
+    base = str(stage_policy(cfg, run_dir(out, FOLLOW_UPS.get(mode, mode), seed) / "policy_run"))
     # The two follow-up rounds continue the trained hard policy under the same stopping rule and cap, at a
     # lower learning rate (DPO is known to need a small one; Rafailov et al. 2023 use 1e-6 on large models);
     # under LoRA they train new adapters on the merged hard policy.
+    # The "+cont" controls continue their base policy on its own data at the on-policy round's rate.
     if mode == "hard+dpo":
-        return TrainConfig(mode="dpo", init=hard, lr=follow_up_lr(cfg, mode), **common)
+        return TrainConfig(mode="dpo", init=base, lr=follow_up_lr(cfg, mode), **common)
     if mode == "hard+onpolicy":
-        return TrainConfig(mode="hard", harvest_from=hard, harvest_problems=cfg.harvest_problems,
+        return TrainConfig(mode="hard", harvest_from=base, harvest_problems=cfg.harvest_problems,
                            lr=follow_up_lr(cfg, mode), **common)
+    if mode in FOLLOW_UPS:
+        return TrainConfig(mode=FOLLOW_UPS[mode], lr=follow_up_lr(cfg, mode), **{**common, "model": base})
     return TrainConfig(mode=mode, lr=cfg.lr, **common)
 
 
@@ -353,7 +360,7 @@ def _finished(folder: Path, config: Any, *, marker: str, what: str) -> bool:
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
     # paths (out, init, harvest_from, policy) locate the stage, they do not configure it: a moved
     # or copied ablation folder reuses its finished stages
-    paths = ("resume", "out", "init", "harvest_from", "policy")
+    paths = ("resume", "out", "init", "harvest_from", "policy", "model")  # a "+cont" control's model is a run
     # a None field (lr, num_problems, ...) means "the model's default", which training resolves and saves
     changed = sorted(k for k in new if k not in paths and new[k] is not None and old.get(k, defaults[k]) != new[k])
     if changed:
@@ -378,10 +385,11 @@ def _cell_done(cfg: AblationConfig, out: Path, mode: str, seed: int) -> bool:
 def check_dependencies(cfg: AblationConfig, out: Path, cells: list[tuple[str, int]]) -> None:
     """Refuse follow-up cells whose ``hard`` policy is neither trained nor trained first by this process."""
     for mode, seed in cells:
-        if mode in FOLLOW_UPS and ("hard", seed) not in cells and not _policy_done(cfg, out, "hard", seed):
-            raise ValueError(f"{cell_name(mode, seed)} starts from the hard policy of seed {seed}, which is not "
-                             f"trained yet ({run_dir(out, 'hard', seed) / 'policy_run'}): train it first "
-                             f"(--stage train --only hard:{seed}) or add hard:{seed} to this --only (it trains first)")
+        base = FOLLOW_UPS.get(mode)
+        if base and (base, seed) not in cells and not _policy_done(cfg, out, base, seed):
+            raise ValueError(f"{cell_name(mode, seed)} starts from the {base} policy of seed {seed}, which is not "
+                             f"trained yet ({run_dir(out, base, seed) / 'policy_run'}): train it first "
+                             f"(--stage train --only {base}:{seed}) or add {base}:{seed} to this --only (it trains first)")
 
 
 def train_stage(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Path:

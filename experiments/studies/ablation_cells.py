@@ -17,7 +17,9 @@ from pathlib import Path
 __all__ = ["FOLLOW_UPS", "claim", "cell_name", "order_cells", "parse_only", "results_files", "results_path",
            "run_dir"]
 
-FOLLOW_UPS = ("hard+dpo", "hard+onpolicy")  # start from the hard policy of the same seed
+# follow-up -> the policy of the same seed it starts from. The "+cont" controls continue their base on
+# its own data at the follow-up learning rate, so a follow-up's gain over them is its own, not the lower rate's.
+FOLLOW_UPS = {"hard+dpo": "hard", "hard+onpolicy": "hard", "hard+cont": "hard", "clean+cont": "clean"}
 
 
 def cell_name(mode: str, seed: int) -> str:
@@ -58,7 +60,7 @@ def parse_only(text: str, modes: Sequence[str], seeds: Sequence[int]) -> list[tu
 
 
 def order_cells(cells: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Training order: per seed, ``hard`` before the follow-ups that start from it."""
+    """Training order: per seed, ``hard`` (it calibrates) first, the follow-ups after the policies they start from."""
     return sorted(cells, key=lambda c: (c[1], c[0] in FOLLOW_UPS, c[0] != "hard"))
 
 
