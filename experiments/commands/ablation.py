@@ -14,14 +14,16 @@ Every flag is a field of ``experiments.studies.ablation.AblationConfig``.
 In parallel: --stage {train,eval,report} and --only MODE:SEED,... split the work into processes
 (give every process the same other flags; run them with OMP_NUM_THREADS=1, one per core):
 
-  rewind ablation --out X --stage train --only hard:0,hard+dpo:0,hard+onpolicy:0   # also calibrates
-  rewind ablation --out X --stage train --only clean:0,naive:0,masked:0            # at the same time
+  rewind ablation --out X --stage train --only hard:0,hard+dpo:0,hard+onpolicy:0,hard+cont:0  # also calibrates
+  rewind ablation --out X --stage train --only clean:0,naive:0,masked:0,clean+cont:0          # at the same time
   ... the same for seeds 1 and 2, then
   rewind ablation --out X --stage eval --only hard:0,clean:0     # any split of the trained cells
   rewind ablation --out X --stage report                         # the tables, nothing trained or run
 
-A follow-up (hard+dpo, hard+onpolicy) waits for the hard policy of its seed: it is refused until
-that is trained, unless hard:SEED is in the same --only (then it trains first).
+A follow-up (hard+dpo, hard+onpolicy, and the controls hard+cont / clean+cont, which continue hard /
+clean on their own data at the on-policy round's lower learning rate) waits for the policy of its
+seed it starts from: it is refused until that is trained, unless it is in the same --only (then it
+trains first).
 
 Time on 2 CPU cores (single-threaded processes, measured 2026-11-29/30 with both cores busy): a policy
 trains at ~1.0-2.0 s per optimiser step of 32 problems and the plateau rule stopped the first ones at

@@ -1,6 +1,7 @@
 """The ablation: which training fix matters, under which inference method?
 
-Training modes {clean, naive, masked, hard, hard+dpo, hard+onpolicy} × inference {greedy soft
+Training modes {clean, naive, masked, hard, hard+dpo, hard+onpolicy, and the controls hard+cont,
+clean+cont} × inference {greedy soft
 (``decode-soft``), greedy rewind (``decode``), best-of-N, beam + verifier, MCTS + verifier}, over
 several training seeds, on N held-out built-in problems; plus beam/MCTS pruned by the policy's own
 P(⟨b⟩) instead of the verifier. The sampling strategies run at matched token budgets: best-of-N's
@@ -13,7 +14,10 @@ eval loss (every ``eval_steps``) has gone ``plateau_patience`` evals in a row wi
 ``plateau_delta`` (relative), at most ``max_steps`` steps, under a constant learning rate after
 warm-up (a cosine decay over the cap would make where a mode stops depend on the schedule). The
 follow-ups (hard+dpo, hard+onpolicy) continue the trained ``hard`` policy of their seed under the
-same rule and cap, at a lower learning rate. The comparison is "each mode at its own plateau", not
+same rule and cap, at a lower learning rate. A lower rate alone lowers the loss of a policy that
+plateaued at a constant rate, so two controls continue ``hard`` and ``clean`` on their own data at
+the on-policy round's rate, with nothing harvested (hard+cont, clean+cont): a follow-up's gain over
+hard+cont is its own. The comparison is "each mode at its own plateau", not
 "equal steps": the report's training table gives every policy's steps, tokens and best eval loss.
 
 Stages, each reused when finished (a rerun resumes): for every (mode, seed) cell a policy
@@ -25,14 +29,14 @@ rerun with another config into the same folder is refused. The tables, tests and
 
 Parallel recipe (``--stage`` and ``--only``; every process gets the same other flags)::
 
-    rewind ablation --out X --stage train --only hard:0,hard+dpo:0,hard+onpolicy:0   # calibrates too
-    rewind ablation --out X --stage train --only clean:0,naive:0,masked:0
+    rewind ablation --out X --stage train --only hard:0,hard+dpo:0,hard+onpolicy:0,hard+cont:0  # calibrates too
+    rewind ablation --out X --stage train --only clean:0,naive:0,masked:0,clean+cont:0
     rewind ablation --out X --stage train --only hard:1,hard+dpo:1,hard+onpolicy:1 ...  # one per core
     rewind ablation --out X --stage eval --only hard:0        # any split of the cells, once trained
     rewind ablation --out X --stage report                    # the tables from every results file
 
-A follow-up cell is refused until the ``hard`` policy of its seed is trained (or is in the same
-``--only``, which trains it first); a cell claimed by a live process is refused by any other.
+A follow-up cell is refused until the policy it starts from (``hard``; ``clean`` for clean+cont)
+is trained for its seed (or is in the same ``--only``, which trains it first); a cell claimed by a live process is refused by any other.
 Time on 2 CPU cores, one single-threaded process per core: see ``experiments.commands.ablation``.
 
 A pretrained model with LoRA (``--model FOLDER_OR_NAME --lora-r R``; default: the built-in tiny
