@@ -329,3 +329,16 @@ def test_adding_modes_or_seeds_keeps_the_config_hash():
     assert config_hash(a, ignore=NOT_HASHED) == config_hash(b, ignore=NOT_HASHED)
     assert config_hash(a, ignore=NOT_HASHED) != config_hash(AblationConfig(out="x", modes="clean,hard", n=499),
                                                             ignore=NOT_HASHED)
+
+
+def test_contrast_lines_compare_follow_ups_with_their_controls():
+    from experiments.studies.ablation_report import contrast_lines
+
+    rows = (_rows("hard+cont", "greedy-rewind", {0: [1, 1, 1, 0]})
+            + _rows("hard+onpolicy", "greedy-rewind", {0: [1, 0, 0, 0]})
+            + _rows("clean+cont", "greedy-rewind", {0: [1, 1, 0, 0]}))
+    text = "\n".join(contrast_lines(cells_of(rows), ["greedy-rewind"]))
+    assert "| hard+onpolicy vs hard+cont | Δ -0.500, p=0.500 (0:2, n=4) |" in text
+    assert "| hard+cont vs clean+cont | Δ +0.250, p=1.000 (1:0, n=4) |" in text
+    assert "hard+dpo" not in text  # not evaluated: no row
+    assert contrast_lines(cells_of(_rows("clean", "greedy-rewind", {0: [1]})), ["greedy-rewind"]) == []

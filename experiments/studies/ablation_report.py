@@ -25,7 +25,7 @@ from experiments.studies.stats import bootstrap_ci, mcnemar, wilson
 from policy.atomic import atomic_write_text
 from policy.plateau import best_eval
 
-__all__ = ["Cell", "cells_of", "mechanism_lines", "paired_delta", "read_rows", "signal_lines", "table_lines", "training_lines",
+__all__ = ["CONTRASTS", "Cell", "cells_of", "contrast_lines", "mechanism_lines", "paired_delta", "read_rows", "signal_lines", "table_lines", "training_lines",
            "write_report"]
 
 
@@ -125,6 +125,30 @@ def signal_lines(cells: Mapping[tuple[str, str], Cell]) -> list[str]:
         delta, _ = paired_delta(ver.correct, own.correct)
         lines.append(f"| {mode} | {method} | {ver.accuracy:.3f} | {own.accuracy:.3f} | "
                      f"{delta:+.3f} | {_p(t.p_value)} ({t.only_a}:{t.only_b}) |")
+    return lines if len(lines) > 2 else []
+
+
+# (A, B): the follow-ups against the control that differs from them only in their own ingredient, the
+# controls against their bases (what the lower rate alone does) and against each other (hard vs clean data)
+CONTRASTS = (("hard+onpolicy", "hard+cont"), ("hard+dpo", "hard+cont"), ("hard+cont", "hard"),
+             ("clean+cont", "clean"), ("hard+cont", "clean+cont"))
+
+
+def contrast_lines(cells: Mapping[tuple[str, str], Cell], inference: Sequence[str]) -> list[str]:
+    """Paired Δ (A − B) and McNemar p of each ``CONTRASTS`` pair whose two modes were both evaluated."""
+    lines = ["| A vs B | " + " | ".join(inference) + " |", "|---" * (len(inference) + 1) + "|"]
+    for a, b in CONTRASTS:
+        out = []
+        for inf in inference:
+            ca, cb = cells.get((a, inf)), cells.get((b, inf))
+            if ca is None or cb is None or not ca.correct.keys() & cb.correct.keys():
+                out.append("–")
+                continue
+            t = mcnemar(ca.correct, cb.correct)
+            delta, shared = paired_delta(ca.correct, cb.correct)
+            out.append(f"Δ {delta:+.3f}, p={_p(t.p_value)} ({t.only_a}:{t.only_b}, n={shared})")
+        if any(o != "–" for o in out):
+            lines.append(f"| {a} vs {b} | " + " | ".join(out) + " |")
     return lines if len(lines) > 2 else []
 
 
@@ -263,6 +287,12 @@ def write_report(out: Path, cfg: Any, budgets: Mapping, config_hash: str) -> str
         *_cost_lines(cells, modes, inference),
         *_training_part(out, cfg),
     ]
+    contrasts = contrast_lines(cells, inference)
+    if contrasts:
+        parts += ["\n## Follow-ups against their controls\n\nThe `+cont` controls continue `hard` / `clean` on "
+                  "their own data at the on-policy round's learning rate: a follow-up's gain over `hard+cont` is its "
+                  "own, a control's gain over its base is the lower rate's. Δ (A − B) and McNemar's exact p on the "
+                  "(problem, seed) pairs both hold (only A right : only B right, pairs).\n", *contrasts]
     sig = signal_lines(cells)
     if sig:
         parts += ["\n## Pruning signal: verifier vs the policy's own P(⟨b⟩)\n", *sig]
