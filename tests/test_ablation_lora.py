@@ -26,9 +26,10 @@ from experiments.studies.ablation import (
 from experiments.studies.ablation_cells import run_dir
 from experiments.studies.ablation_report import policy_text
 
-# config_hash of the default AblationConfig before the policy knobs existed (with "out" not hashed), and of
-# the ablation17 run (--verifier-problems 400) whose finished cells and committed results carry it
-DEFAULT_HASH, ABLATION17_HASH = "6c6410db5b23", "6cec5f1e4167"
+# config_hash of the default AblationConfig (with "out", "modes" and "seeds" not hashed), and of the
+# ablation17 run (--verifier-problems 400) whose finished cells and committed results carry it (its rows
+# were re-stamped from 6cec5f1e4167 when modes/seeds left the hash; nothing else changed)
+DEFAULT_HASH, ABLATION17_HASH = "7576f7b0904d", "7552c28038d9"
 LORA = dict(model="/models/smollm2", lora_r=16)
 
 
