@@ -387,7 +387,7 @@ def _cell_done(cfg: AblationConfig, out: Path, mode: str, seed: int) -> bool:
 
 
 def check_dependencies(cfg: AblationConfig, out: Path, cells: list[tuple[str, int]]) -> None:
-    """Refuse follow-up cells whose ``hard`` policy is neither trained nor trained first by this process."""
+    """Refuse follow-up cells whose base policy (``FOLLOW_UPS``) is neither trained nor trained first here."""
     for mode, seed in cells:
         base = FOLLOW_UPS.get(mode)
         if base and (base, seed) not in cells and not _policy_done(cfg, out, base, seed):

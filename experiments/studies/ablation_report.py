@@ -37,6 +37,7 @@ class Cell:
         self.seeds = sorted({r["seed"] for r in rows})
         self.tokens = float(np.mean([r["stats"]["tokens_generated"] for r in rows])) if rows else float("nan")
         self.per_seed = {s: float(np.mean([c for (_, s2), c in self.correct.items() if s2 == s])) for s in self.seeds}
+        self.per_seed_n = {s: sum(1 for (_, s2) in self.correct if s2 == s) for s in self.seeds}
 
     @property
     def n(self) -> int:
@@ -74,12 +75,18 @@ def paired_delta(a: Mapping[object, bool], b: Mapping[object, bool]) -> tuple[fl
     return (float(np.mean([float(a[k]) - float(b[k]) for k in keys])) if keys else float("nan")), len(keys)
 
 
+def _versus(a: Cell | None, b: Cell | None) -> tuple[Any, float, int] | None:
+    """McNemar, paired Δ (a − b) and the number of shared (problem, seed) pairs; None when they share none."""
+    if a is None or b is None or not a.correct.keys() & b.correct.keys():
+        return None
+    return mcnemar(a.correct, b.correct), *paired_delta(a.correct, b.correct)
+
+
 def _partial(cell: Cell, expected: int | None) -> str:
     """'' for a cell whose every seed has all ``expected`` problems, else which seeds are short."""
     if not expected:
         return ""
-    counts = {s: sum(1 for (_, s2) in cell.correct if s2 == s) for s in cell.seeds}
-    short = [f"seed {s}: {k}/{expected}" for s, k in counts.items() if k < expected]
+    short = [f"seed {s}: {k}/{expected}" for s, k in cell.per_seed_n.items() if k < expected]
     return f"<br>(partial: {', '.join(short)})" if short else ""
 
 
@@ -99,9 +106,9 @@ def table_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inf
             lo, hi = cell.ci()
             text = f"{cell.accuracy:.3f} [{lo:.3f}, {hi:.3f}]"
             ref = cells.get((base, inf))
-            if mode != base and ref is not None and cell.correct.keys() & ref.correct.keys():
-                t = mcnemar(cell.correct, ref.correct)
-                delta, shared = paired_delta(cell.correct, ref.correct)
+            vs = _versus(cell, ref) if mode != base else None
+            if vs is not None:
+                t, delta, shared = vs
                 text += f"<br>Δ {delta:+.3f}, p={_p(t.p_value)} ({t.only_a}:{t.only_b})"
                 if shared < max(cell.n, ref.n):
                     text += f" on the {shared} shared"
@@ -121,8 +128,7 @@ def signal_lines(cells: Mapping[tuple[str, str], Cell]) -> list[str]:
         ver = cells.get((mode, f"{method}+verifier"))
         if ver is None:
             continue
-        t = mcnemar(ver.correct, own.correct)
-        delta, _ = paired_delta(ver.correct, own.correct)
+        t, delta, _ = _versus(ver, own)
         lines.append(f"| {mode} | {method} | {ver.accuracy:.3f} | {own.accuracy:.3f} | "
                      f"{delta:+.3f} | {_p(t.p_value)} ({t.only_a}:{t.only_b}) |")
     return lines if len(lines) > 2 else []
@@ -140,12 +146,11 @@ def contrast_lines(cells: Mapping[tuple[str, str], Cell], inference: Sequence[st
     for a, b in CONTRASTS:
         out = []
         for inf in inference:
-            ca, cb = cells.get((a, inf)), cells.get((b, inf))
-            if ca is None or cb is None or not ca.correct.keys() & cb.correct.keys():
+            vs = _versus(cells.get((a, inf)), cells.get((b, inf)))
+            if vs is None:
                 out.append("–")
                 continue
-            t = mcnemar(ca.correct, cb.correct)
-            delta, shared = paired_delta(ca.correct, cb.correct)
+            t, delta, shared = vs
             out.append(f"Δ {delta:+.3f}, p={_p(t.p_value)} ({t.only_a}:{t.only_b}, n={shared})")
         if any(o != "–" for o in out):
             lines.append(f"| {a} vs {b} | " + " | ".join(out) + " |")
