@@ -131,6 +131,9 @@ class BeamConfig(SearchConfig):
     root_samples: int | None = _f(None, "children drawn at the root, >= 1 (None: width x samples)")
     early_stop: bool = _f(True, "stop once a finished answer's path score beats every open beam's: exact for "
                           "aggregate max/prod (a path's score never improves as it grows), off for last")
+    distinct: bool = _f(False, "keep only one of open siblings whose alive steps are the same tokens, so the W "
+                        "beams are W different paths (a duplicate's children would come from the same "
+                        "distribution); fewer than W distinct survivors means fewer children next round")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,6 +143,8 @@ class BeamConfig(SearchConfig):
         _one_of(self, "aggregate", ("last", "max", "prod"))
         if self.root_samples is not None:
             _at_least(self, "root_samples", 1)
+        if not isinstance(self.distinct, bool):
+            raise ValueError(f"distinct must be true or false, got {self.distinct!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,9 @@ The root draws ``width × samples`` children (``root_samples``), so the first st
 every later round; after that each round every beam draws ``samples`` children; pruned and rejected children drop out,
 terminal ones are set aside, and the best ``width`` open children (by lowest P(backtrack),
 ties by path log-prob, or by path log-prob alone) become the next beams. The others release
-their KV at once. The answer is the best terminal node by the same ranking.
+their KV at once. The answer is the best terminal node by the same ranking. With ``distinct``,
+open siblings that are the same step (same alive tokens) count once, so the beams are different
+paths; when fewer than W distinct children survive, the next round draws fewer.
 
 Early stop (``early_stop``, verifier ranking with aggregate ``max`` or ``prod``): a path's
 score can only get worse as it grows (``max`` of more steps, ``1 - prod(1 - p)`` over more
@@ -42,6 +44,8 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
     while frontier:
         yield [Expand(n, root_samples if n == ROOT else config.samples, config.temperature) for n in frontier]
         children = sorted((c for n in frontier for c in run.open_children(n)), key=key)
+        if config.distinct:
+            children = _drop_duplicates(run, children)
         frontier = children[: config.width]
         for c in children[config.width :]:
             run.tree.update(c, reason="not kept in the beam")
@@ -55,6 +59,23 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
     if not finished:
         return no_answer(run)
     return Outcome(min(finished, key=key), "answer")
+
+
+def _drop_duplicates(run: SearchRun, children: list[int]) -> list[int]:
+    """``children`` (best first) without the later ones whose parent and alive step tokens repeat
+    an earlier one's: after hard backtracking their KV caches hold the same tokens at the same
+    positions, so they are the same path. The dropped ones release their KV."""
+    seen: dict[tuple[int, tuple[int, ...]], int] = {}
+    kept = []
+    for c in children:
+        node = run.tree.nodes[c]
+        first = seen.setdefault((node.parent, node.ids), c)
+        if first == c:
+            kept.append(c)
+        else:
+            run.tree.update(c, reason=f"the same step as node {first}")
+            run.release(c)
+    return kept
 
 
 def _settled(run: SearchRun, config: BeamConfig, frontier: list[int]) -> bool:
