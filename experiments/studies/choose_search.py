@@ -4,8 +4,10 @@
 problems that the run's verifier did not learn from (indices ``skip..skip+n`` of the validation
 split; the verifier's own steps come from the first ``verifier_problems``) with step beam search
 at W=4 M=2 and T=0.4 under each path aggregate (last / max / prod), with MCTS at a matched budget,
-and with greedy decoding; it prints one table and writes ``RUN/choose_search/results.jsonl`` (rows
-are reused on a rerun).
+and with greedy decoding; then, with the prod rule, the other shapes of the same 8 children per
+round (W×M = 1×8, 2×4, 8×1), the step temperature (0.4-0.8), ``distinct`` beams, and the pruning
+threshold 0.9 (and lower for ``distinct``) against each τ = 1. It prints one table and writes
+``RUN/choose_search/results.jsonl`` (rows are reused on a rerun).
 """
 
 from __future__ import annotations
@@ -46,16 +48,35 @@ def main(argv: list[str] | None = None) -> int:
     beam = dict(width=4, samples=2, temperature=0.4, rank="verifier")
     plan = {"greedy": ("decode", None, {}),
             **{f"beam {a}": ("beam", verifier, {**beam, "aggregate": a}) for a in ("last", "max", "prod")},
-            "mcts 16x2": ("mcts", verifier, {"simulations": 16, "children": 2, "temperature": 0.4})}
+            "mcts 16x2": ("mcts", verifier, {"simulations": 16, "children": 2, "temperature": 0.4}),
+            **_variants(beam, verifier)}
     print("| method | accuracy | 95% CI | tokens generated / problem |\n|---|---|---|---|")
     for tag, (method, ver, knobs) in plan.items():
-        rows = evaluate(problems, policy=policy, verifier=ver, method=method, out=out, tag=tag, threshold=1.0,
+        knobs = dict(knobs)
+        threshold = knobs.pop("threshold", 1.0)
+        rows = evaluate(problems, policy=policy, verifier=ver, method=method, out=out, tag=tag, threshold=threshold,
                         progress=False, **knobs)
         k, n = sum(r["correct"] for r in rows), len(rows)
         lo, hi = wilson(k, n)
         toks = sum(r["stats"].get("tokens_generated", 0) for r in rows) / n
         print(f"| {tag} | {k}/{n} = {100 * k / n:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {toks:.0f} |", flush=True)
     return 0
+
+
+def _variants(beam: dict, verifier) -> dict[str, tuple[str, object, dict]]:
+    """The prod-rule beam's other shapes, temperatures, distinct beams and thresholds (tags name
+    what differs from W=4 M=2, T=0.4, τ=1)."""
+    prod = {**beam, "aggregate": "prod"}
+    plan = {"beam prod τ=0.9": {**prod, "threshold": 0.9}}
+    for w, m in ((1, 8), (2, 4), (8, 1)):
+        plan[f"beam prod W{w} M{m}"] = {**prod, "width": w, "samples": m}
+        plan[f"beam prod W{w} M{m} τ=0.9"] = {**prod, "width": w, "samples": m, "threshold": 0.9}
+    for t in (0.5, 0.6, 0.7, 0.8):
+        plan[f"beam prod T={t:g}"] = {**prod, "temperature": t}
+    plan["beam prod distinct"] = {**prod, "distinct": True}
+    for tau in (0.9, 0.8, 0.5):
+        plan[f"beam prod distinct τ={tau:g}"] = {**prod, "distinct": True, "threshold": tau}
+    return {tag: ("beam", verifier, knobs) for tag, knobs in plan.items()}
 
 
 if __name__ == "__main__":
