@@ -342,3 +342,16 @@ def test_contrast_lines_compare_follow_ups_with_their_controls():
     assert "| hard+cont vs clean+cont | Δ +0.250, p=1.000 (1:0, n=4) |" in text
     assert "hard+dpo" not in text  # not evaluated: no row
     assert contrast_lines(cells_of(_rows("clean", "greedy-rewind", {0: [1]})), ["greedy-rewind"]) == []
+
+
+def test_search_lines_compare_each_method_with_greedy_of_the_same_mode():
+    from experiments.studies.ablation_report import search_lines
+
+    rows = (_rows("hard", "greedy-rewind", {0: [1, 0, 0, 0], 1: [1, 1, 0, 0]})
+            + _rows("hard", "beam+verifier", {0: [1, 1, 1, 0], 1: [1, 1, 0, 0]})
+            + _rows("clean", "greedy-rewind", {0: [1, 1]}))
+    inference = ["greedy-rewind", "beam+verifier"]
+    text = "\n".join(search_lines(cells_of(rows), ["clean", "hard"], inference))
+    assert "| hard | Δ +0.250, p=0.500 (2:0, n=8) |" in text
+    assert "| clean |" not in text  # no search cell for clean: no row
+    assert search_lines(cells_of(_rows("clean", "greedy-rewind", {0: [1]})), ["clean"], ["greedy-rewind"]) == []

@@ -157,6 +157,26 @@ def contrast_lines(cells: Mapping[tuple[str, str], Cell], inference: Sequence[st
     return lines if len(lines) > 2 else []
 
 
+def search_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inference: Sequence[str],
+                 greedy: str = "greedy-rewind") -> list[str]:
+    """Per mode, each sampling method against the same policy's ``greedy`` decoding: paired Δ and
+    McNemar p on the (problem, seed) pairs both hold. Whether search pays is a within-mode question."""
+    methods = [i for i in inference if not i.startswith("greedy")]
+    lines = ["| mode | " + " | ".join(f"{i} − {greedy}" for i in methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for mode in modes:
+        out = []
+        for inf in methods:
+            vs = _versus(cells.get((mode, inf)), cells.get((mode, greedy)))
+            if vs is None:
+                out.append("–")
+                continue
+            t, delta, shared = vs
+            out.append(f"Δ {delta:+.3f}, p={_p(t.p_value)} ({t.only_a}:{t.only_b}, n={shared})")
+        if any(o != "–" for o in out):
+            lines.append(f"| {mode} | " + " | ".join(out) + " |")
+    return lines if len(lines) > 2 and methods else []
+
+
 def _cost_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inference: Sequence[str]) -> list[str]:
     lines = ["| mode | " + " | ".join(inference) + " |", "|---" * (len(inference) + 1) + "|"]
     for mode in modes:
@@ -298,6 +318,11 @@ def write_report(out: Path, cfg: Any, budgets: Mapping, config_hash: str) -> str
                   "their own data at the on-policy round's learning rate: a follow-up's gain over `hard+cont` is its "
                   "own, a control's gain over its base is the lower rate's. Δ (A − B) and McNemar's exact p on the "
                   "(problem, seed) pairs both hold (only A right : only B right, pairs).\n", *contrasts]
+    searched = search_lines(cells, modes, inference)
+    if searched:
+        parts += ["\n## Search against greedy decoding of the same policy\n\nΔ (method − greedy rewind) and McNemar's "
+                  "exact p on the (problem, seed) pairs both hold (only the method right : only greedy right, pairs).\n",
+                  *searched]
     sig = signal_lines(cells)
     if sig:
         parts += ["\n## Pruning signal: verifier vs the policy's own P(⟨b⟩)\n", *sig]
