@@ -355,3 +355,15 @@ def test_search_lines_compare_each_method_with_greedy_of_the_same_mode():
     assert "| hard | Δ +0.250, p=0.500 (2:0, n=8) |" in text
     assert "| clean |" not in text  # no search cell for clean: no row
     assert search_lines(cells_of(_rows("clean", "greedy-rewind", {0: [1]})), ["clean"], ["greedy-rewind"]) == []
+
+
+def test_no_backtrack_study_compares_the_same_policy_with_and_without_its_backtracks():
+    from experiments.studies.no_backtrack import NoBacktrackConfig, compare
+
+    allowed = {("0", "a"): True, ("0", "b"): False, ("0", "c"): False, ("0", "d"): True}
+    forbidden = {("0", "a"): True, ("0", "b"): True, ("0", "c"): True, ("0", "e"): False}
+    # shared keys a, b, c: allowed 1/3 right, forbidden 3/3; only forbidden right on b and c
+    assert compare(allowed, forbidden) == "33.3% → 100.0%, Δ +66.7, p = 0.50 (2:0, n=3)"
+    assert compare(allowed, {}) == "–"
+    with pytest.raises(ValueError, match="required"):
+        NoBacktrackConfig(ablation="x")
