@@ -140,21 +140,29 @@ CONTRASTS = (("hard+onpolicy", "hard+cont"), ("hard+dpo", "hard+cont"), ("hard+c
              ("clean+cont", "clean"), ("hard+cont", "clean+cont"))
 
 
-def contrast_lines(cells: Mapping[tuple[str, str], Cell], inference: Sequence[str]) -> list[str]:
-    """Paired Δ (A − B) and McNemar p of each ``CONTRASTS`` pair whose two modes were both evaluated."""
-    lines = ["| A vs B | " + " | ".join(inference) + " |", "|---" * (len(inference) + 1) + "|"]
-    for a, b in CONTRASTS:
+def _paired_table(first: str, columns: Sequence[str],
+                  rows: Sequence[tuple[str, Sequence[tuple[Cell | None, Cell | None]]]]) -> list[str]:
+    """One row per (label, [(A, B) per column]): paired Δ (A − B), McNemar p, (only A : only B, pairs);
+    rows with no comparable pair are left out, and so is a table without rows."""
+    lines = [f"| {first} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, pairs in rows:
         out = []
-        for inf in inference:
-            vs = _versus(cells.get((a, inf)), cells.get((b, inf)))
+        for a, b in pairs:
+            vs = _versus(a, b)
             if vs is None:
                 out.append("–")
                 continue
             t, delta, shared = vs
             out.append(f"Δ {delta:+.3f}, p={_p(t.p_value)} ({t.only_a}:{t.only_b}, n={shared})")
         if any(o != "–" for o in out):
-            lines.append(f"| {a} vs {b} | " + " | ".join(out) + " |")
-    return lines if len(lines) > 2 else []
+            lines.append(f"| {label} | " + " | ".join(out) + " |")
+    return lines if len(lines) > 2 and columns else []
+
+
+def contrast_lines(cells: Mapping[tuple[str, str], Cell], inference: Sequence[str]) -> list[str]:
+    """Paired Δ (A − B) and McNemar p of each ``CONTRASTS`` pair whose two modes were both evaluated."""
+    return _paired_table("A vs B", inference, [(f"{a} vs {b}", [(cells.get((a, i)), cells.get((b, i))) for i in inference])
+                                               for a, b in CONTRASTS])
 
 
 def search_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inference: Sequence[str],
@@ -162,19 +170,8 @@ def search_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], in
     """Per mode, each sampling method against the same policy's ``greedy`` decoding: paired Δ and
     McNemar p on the (problem, seed) pairs both hold. Whether search pays is a within-mode question."""
     methods = [i for i in inference if not i.startswith("greedy")]
-    lines = ["| mode | " + " | ".join(f"{i} − {greedy}" for i in methods) + " |", "|---" * (len(methods) + 1) + "|"]
-    for mode in modes:
-        out = []
-        for inf in methods:
-            vs = _versus(cells.get((mode, inf)), cells.get((mode, greedy)))
-            if vs is None:
-                out.append("–")
-                continue
-            t, delta, shared = vs
-            out.append(f"Δ {delta:+.3f}, p={_p(t.p_value)} ({t.only_a}:{t.only_b}, n={shared})")
-        if any(o != "–" for o in out):
-            lines.append(f"| {mode} | " + " | ".join(out) + " |")
-    return lines if len(lines) > 2 and methods else []
+    return _paired_table("mode", [f"{i} − {greedy}" for i in methods],
+                         [(m, [(cells.get((m, i)), cells.get((m, greedy))) for i in methods]) for m in modes])
 
 
 def _cost_lines(cells: Mapping[tuple[str, str], Cell], modes: Sequence[str], inference: Sequence[str]) -> list[str]:
