@@ -24,6 +24,7 @@ Definitions (DESIGN §5):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,7 +42,7 @@ class MeteredState(Protocol):
         ...
 
 
-def live_kv_bytes(tree: Tree, unreleased: set[int] | dict[int, Any], kv_bytes: dict[int, int]) -> int:
+def live_kv_bytes(tree: Tree, unreleased: Iterable[int], kv_bytes: dict[int, int]) -> int:
     """Bytes of KV held for ``tree``: every unreleased node and all its ancestors."""
     live: set[int] = set()
     for nid in unreleased:

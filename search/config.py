@@ -85,6 +85,11 @@ class SearchConfig:
         """The pruning rule: prune iff ``p >= threshold``, except that threshold 1 prunes nothing."""
         return self.threshold < 1.0 and p_backtrack >= self.threshold
 
+    @property
+    def keeps_pruned(self) -> bool:
+        """Whether a round's pruned nodes keep their KV until the strategy has seen the round."""
+        return False
+
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, **dataclasses.asdict(self)}
 
@@ -134,6 +139,9 @@ class BeamConfig(SearchConfig):
     distinct: bool = _f(False, "keep only one of open siblings whose alive steps are the same tokens, so the W "
                         "beams are W different paths (a duplicate's children would come from the same "
                         "distribution); fewer than W distinct survivors means fewer children next round")
+    keep_last: bool = _f(False, "when pruning leaves a round with no open child and no answer has been found, the "
+                         "pruned child of the best path stays: pruning drops alternatives, it does not end a "
+                         "search that has nothing else (off: such a search ends with reason 'all_pruned')")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -143,8 +151,13 @@ class BeamConfig(SearchConfig):
         _one_of(self, "aggregate", ("last", "max", "prod"))
         if self.root_samples is not None:
             _at_least(self, "root_samples", 1)
-        if not isinstance(self.distinct, bool):
-            raise ValueError(f"distinct must be true or false, got {self.distinct!r}")
+        for name in ("distinct", "keep_last", "early_stop"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def keeps_pruned(self) -> bool:
+        return self.keep_last and self.threshold < 1.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -81,4 +81,5 @@ def drive(runs: Sequence[SearchRun], source: Source, *, start: float,
         for i in list(pending):
             del pending[i]
             advance(i)
+            runs[i].drop_spares()  # the strategy has seen the round: what it did not revive goes
     return [d for d in done if d is not None]

@@ -4,7 +4,8 @@ Strategies are generators that read a ``SearchRun`` and yield the ``Expand`` req
 next round; the driver (``search/driver.py``) batches the requests of every run, draws the
 children and adds them here. ``add_children`` applies the rules that every strategy shares:
 rejected samples become "rejected" nodes, a node with P(backtrack) >= threshold is "pruned"
-and its KV released at once, a finished step is "terminal".
+and its KV released at once (or, when the config ``keeps_pruned``, at the end of the round, so the
+strategy may ``revive`` one), a finished step is "terminal".
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class SearchRun:
     problem_id: str | None = None
     handles: dict[int, Any] = field(default_factory=dict)  # node id -> unreleased KV handle
     kv_bytes: dict[int, int] = field(default_factory=dict)  # node id -> bytes of its own KV segment
+    spares: dict[int, Any] = field(default_factory=dict)  # pruned this round -> KV handle (keeps_pruned only)
     acct: Accounting = field(default_factory=Accounting)
     prompt_state: Any = None
 
@@ -93,22 +95,48 @@ class SearchRun:
                 self.tree.set_status(nid, "rejected", "a backtrack run crossed the step's start")
             elif cfg.prunes(node.p_backtrack):
                 self.tree.set_status(nid, "pruned", f"P(backtrack) {node.p_backtrack:.4f} >= threshold {cfg.threshold:g}")
-            elif node.stop_reason in ENDING_STOP_REASONS:
-                self.tree.set_status(nid, "terminal", node.stop_reason)
-            elif node.depth >= cfg.max_depth:
-                self.tree.update(nid, status="terminal", answer=None, reason="max_depth")
-            else:  # open: keep its handle until the strategy expands or drops it
-                if d.state is not None:
-                    self.handles[nid] = d.state
+                if cfg.keeps_pruned and d.state is not None:
+                    self.spares[nid] = d.state
+                    continue
+            elif self._settle(nid, d.state):
                 continue
             if d.state is not None:  # pruned, terminal: never expanded, free its KV now
                 self.release_state(d.state)
         return ids
 
+    def _settle(self, nid: int, state: Any) -> bool:
+        """Give an unpruned, unrejected node its status; True when it is open (``state`` kept)."""
+        node = self.tree.nodes[nid]
+        if node.stop_reason in ENDING_STOP_REASONS:
+            self.tree.set_status(nid, "terminal", node.stop_reason)
+        elif node.depth >= self.config.max_depth:
+            self.tree.update(nid, status="terminal", answer=None, reason="max_depth")
+        else:  # open: keep its handle until the strategy expands or drops it
+            if state is not None:
+                self.handles[nid] = state
+            return True
+        return False
+
+    def revive(self, nid: int, why: str) -> None:
+        """Undo the pruning of ``nid`` (pruned this round, config ``keeps_pruned``): it becomes open
+        (its KV handle kept) or terminal, as if the threshold had spared it."""
+        if self.tree.nodes[nid].status != "pruned":
+            raise ValueError(f"node {nid} is {self.tree.nodes[nid].status!r}, not pruned")
+        self.tree.set_status(nid, "open")
+        state = self.spares.pop(nid, None)
+        if not self._settle(nid, state) and state is not None:
+            self.release_state(state)
+        self.tree.update(nid, reason=why)  # kept when it is expanded
+
+    def drop_spares(self) -> None:
+        """The round is over: free the KV of the nodes pruned in it."""
+        while self.spares:
+            self.release_state(self.spares.popitem()[1])
+
     def mark_expanded(self, nid: int, *, keep: bool) -> None:
         self.acct.expanded.add(nid)
         if self.tree.nodes[nid].status == "open":
-            self.tree.set_status(nid, "expanded")
+            self.tree.update(nid, status="expanded")  # an open node's reason (if any) says why it was kept
         if not keep:
             self.release(nid)
 
@@ -120,6 +148,7 @@ class SearchRun:
 
     def close(self) -> None:
         self.note_kv()  # a metering engine's peak is final now
+        self.drop_spares()
         for nid in list(self.handles):
             self.release(nid)
 
@@ -131,7 +160,7 @@ class SearchRun:
         meter = self._meter()
         if meter is not None:
             return meter.kv_usage()[0]
-        return live_kv_bytes(self.tree, self.handles, self.kv_bytes)
+        return live_kv_bytes(self.tree, self.handles.keys() | self.spares.keys(), self.kv_bytes)
 
     def note_kv(self) -> None:
         """Update ``peak_kv_bytes``: the engine's peak when it meters, else the live per-node sum."""

@@ -69,10 +69,21 @@ def test_pruning_savings_picks_the_largest_cut_within_one_point():
     from experiments.studies.diagnose import pruning_savings
 
     m = lambda acc, tok: {"accuracy": acc, "tokens_generated": tok}  # noqa: E731
-    methods = {"beam verifier": m(0.40, 800.0), "beam verifier τ=0.5": m(0.30, 400.0),
-               "beam verifier τ=0.8": m(0.395, 600.0), "beam verifier τ=0.9": m(0.40, 700.0),
-               "vote@8 verifier": m(0.39, 700.0), "vote@8 verifier τ=0.9": m(0.37, 500.0)}
-    got = {p["search"]: p["best"] for p in pruning_savings(methods)}
+    methods = {"beam verifier": m(0.40, 800.0), "beam verifier τ=0.5 keep-last": m(0.30, 400.0),
+               "beam verifier τ=0.8 keep-last": m(0.395, 600.0), "beam verifier τ=0.9 keep-last": m(0.40, 700.0),
+               "vote@8 verifier": m(0.39, 700.0), "vote@8 verifier τ=0.9": m(0.37, 500.0),
+               "beam oracle": m(0.50, 800.0), "beam oracle τ=0.5 keep-last": m(0.48, 600.0)}
+    found = pruning_savings(methods)
+    got = {p["search"]: p["best"] for p in found}
     assert got["beam verifier"]["threshold"] == 0.8
     assert abs(got["beam verifier"]["token_cut"] - 0.25) < 1e-9
     assert got["vote@8 verifier"] is None  # 2 points lost: no threshold qualifies
+    oracle = {p["search"]: p["rows"] for p in found}["beam oracle"]
+    assert oracle == [{"threshold": 0.5, "token_cut": 0.25, "accuracy_change": oracle[0]["accuracy_change"]}]
+    assert abs(oracle[0]["accuracy_change"] + 0.02) < 1e-9
+    from experiments.studies.diagnose import limits_text
+
+    text = limits_text({"methods": {**methods, "greedy": m(0.3, 90.0), "beam logprob": m(0.3, 800.0)},
+                        "sampling": {"0.4": {"pass_at_k": {"4": 0.5}}}, "siblings": {}, "greedy_error_taxonomy": {},
+                        "pruning": found})
+    assert "A perfect step pruner (the checker as oracle, τ = 0.5) cuts 25%" in text and "-2.0 points" in text

@@ -6,7 +6,9 @@ split; the verifier's own steps come from the first ``verifier_problems``) with 
 at W=4 M=2 and T=0.4 under each path aggregate (last / max / prod), with MCTS at a matched budget,
 and with greedy decoding; then, with the prod rule, the other shapes of the same 8 children per
 round (W×M = 1×8, 2×4, 8×1), the step temperature (0.4-0.8), ``distinct`` beams, and the pruning
-threshold 0.9 (and lower for ``distinct``) against each τ = 1. It prints one table and writes
+threshold 0.9 (and lower for ``distinct``) against each τ = 1; then ``keep_last`` pruning at τ =
+0.9-0.5 for W×M 4×2 and 8×1, beside the same beams ranked and pruned by the step checker (an
+oracle: the most any step pruner can cut). It prints one table and writes
 ``RUN/choose_search/results.jsonl`` (rows are reused on a rerun).
 """
 
@@ -22,6 +24,7 @@ from experiments.studies.stats import wilson
 from experiments.wiring import load
 from policy.data import generate_problems
 from search.knobs import knob
+from verifier.baselines import CheckerOracle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +79,21 @@ def _variants(beam: dict, verifier) -> dict[str, tuple[str, object, dict]]:
     plan["beam prod distinct"] = {**prod, "distinct": True}
     for tau in (0.9, 0.8, 0.5):
         plan[f"beam prod distinct τ={tau:g}"] = {**prod, "distinct": True, "threshold": tau}
-    return {tag: ("beam", verifier, knobs) for tag, knobs in plan.items()}
+    for w, m in ((4, 2), (8, 1)):  # keep_last: an all-pruned round keeps its best child
+        shape = "" if (w, m) == (4, 2) else f" W{w} M{m}"
+        for tau in (0.9, 0.8, 0.65, 0.5):
+            plan[f"beam prod{shape} keep-last τ={tau:g}"] = {**prod, "width": w, "samples": m, "threshold": tau,
+                                                           "keep_last": True}
+    out = {tag: ("beam", verifier, knobs) for tag, knobs in plan.items()}
+    # the ceiling of step pruning: the step checker (P in {0, 1}) as ranker and pruner
+    oracle = CheckerOracle(getattr(verifier, "hidden_size", None))
+    for w, m in ((4, 2), (8, 1)):
+        shape = "" if (w, m) == (4, 2) else f" W{w} M{m}"
+        out[f"beam oracle{shape}"] = ("beam", oracle, {**prod, "width": w, "samples": m, "aggregate": "max"})
+        out[f"beam oracle{shape} keep-last τ=0.5"] = ("beam", oracle, {**prod, "width": w, "samples": m,
+                                                                        "aggregate": "max", "threshold": 0.5,
+                                                                        "keep_last": True})
+    return out
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ On ``n`` held-out problems of the run's task it measures, side by side:
   log-prob, at random, and by the step checker (an oracle);
 - the verifier's within-problem **sibling AUROC** beside log-prob, the policy's P(⟨b⟩) and random,
   on freshly drawn sibling steps; its false-prune rate on right steps and its prune rate on wrong
-  steps at each threshold; and a threshold sweep of the verifier beam;
+  steps at each threshold; a threshold sweep of the verifier beam (``keep_last``: a round whose
+  children are all pruned keeps its best one) and of verifier-weighted vote@8; and the same beam
+  pruned by the step checker, the ceiling of what step pruning can cut on the run;
 
 and writes ``diagnose.json``, ``diagnose.md`` and ``diagnose.png`` into ``out`` (default
 ``RUN/diagnose``), with a paragraph that says in words what limits search there.
@@ -183,37 +185,47 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
         rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name, threshold=1.0,
                       seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
         rows[name] = _method_row(rs)
-    for t in cfg.threshold_list:
-        if t >= 1.0:
-            continue
-        for name, method, knobs in ((f"beam verifier τ={t:g}", "beam",
-                                     {**beam, "rank": "verifier", "aggregate": cfg.aggregate}),
-                                    (f"vote@8 verifier τ={t:g}", "best_of_n",
-                                     {"n": 8, "vote": "weighted", "temperature": cfg.search_temperature, **lim})):
-            log(f"[diagnose] {name}")
-            rs = evaluate(problems, policy=policy, verifier=verifier, method=method, out=res, tag=name, threshold=t,
-                          seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
-            rows[name] = _method_row(rs)
+    sweep = [(t, f"beam verifier τ={t:g}{KEEP}", "beam", verifier, {**beam, "rank": "verifier", "aggregate": cfg.aggregate,
+                                                               "keep_last": True})
+             for t in cfg.threshold_list if t < 1.0]
+    sweep += [(t, f"vote@8 verifier τ={t:g}", "best_of_n", verifier,
+               {"n": 8, "vote": "weighted", "temperature": cfg.search_temperature, **lim})
+              for t in cfg.threshold_list if t < 1.0]
+    # the ceiling of step pruning: the checker (P in {0, 1}) prunes every step it sees is wrong
+    sweep.append((0.5, f"beam oracle τ=0.5{KEEP}", "beam", CheckerOracle(H),
+                  {**beam, "rank": "verifier", "aggregate": "max", "keep_last": True}))
+    for t, name, method, ver, knobs in sweep:
+        log(f"[diagnose] {name}")
+        rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name, threshold=t,
+                      seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
+        rows[name] = _method_row(rs)
     return rows
 
 
+KEEP = " keep-last"  # pruned beams keep the best pruned child when nothing else is left (BeamConfig.keep_last)
+
+
 def pruning_savings(methods: dict) -> list[dict]:
-    """Per pruned search (beam / vote@8 with the verifier): the threshold that cuts the most generated
-    tokens while staying within 1 point of its τ = 1 accuracy, with that cut (None if none does)."""
+    """Per pruned search (beam / vote@8 with the verifier, and the beam pruned by the checker as an
+    oracle): the threshold that cuts the most generated tokens while staying within 1 point of its
+    τ = 1 accuracy, with that cut (None if none does), and every pruned row's cut as ``rows``."""
     out = []
-    for base in ("beam verifier", "vote@8 verifier"):
+    for base in ("beam verifier", "vote@8 verifier", "beam oracle"):
         if base not in methods:
             continue
         b = methods[base]
-        best = None
+        best, rows = None, []
         for name, m in methods.items():
             if not name.startswith(base + " τ="):
                 continue
             cut = 1.0 - m["tokens_generated"] / b["tokens_generated"] if b["tokens_generated"] else 0.0
+            row = {"threshold": float(name.split("τ=")[1].split()[0]), "token_cut": cut,
+                   "accuracy_change": m["accuracy"] - b["accuracy"]}
+            rows.append(row)
             if m["accuracy"] >= b["accuracy"] - 0.01 + 1e-12 and (best is None or cut > best["token_cut"]):
-                best = {"threshold": float(name.split("τ=")[1]), "token_cut": cut,
-                        "accuracy_change": m["accuracy"] - b["accuracy"]}
-        out.append({"search": base, "best": best})
+                best = row
+        if rows:
+            out.append({"search": base, "best": best, "rows": rows})
     return out
 
 
@@ -294,7 +306,13 @@ def limits_text(r: dict) -> str:
         out.append("The verifier beam is within 20% of the oracle: the remaining gap is the policy's coverage.")
     for p in r.get("pruning", []):
         b = p["best"]
-        if b is None:
+        if p["search"] == "beam oracle":
+            o_row = max(p["rows"], key=lambda x: x["token_cut"])
+            out.append(f"A perfect step pruner (the checker as oracle, τ = {o_row['threshold']:g}) cuts "
+                       f"{100 * o_row['token_cut']:.0f}% of the oracle beam's generated tokens at "
+                       f"{100 * o_row['accuracy_change']:+.1f} points: only the tokens after a step the checker sees is "
+                       "wrong can go, so no threshold on a checker-trained verifier can cut more on this policy.")
+        elif b is None:
             out.append(f"Pruning the {p['search']} at any threshold measured costs more than 1 point.")
         else:
             out.append(f"Pruning the {p['search']} at τ = {b['threshold']:g} cuts {100 * b['token_cut']:.0f}% of "

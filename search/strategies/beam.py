@@ -6,7 +6,9 @@ terminal ones are set aside, and the best ``width`` open children (by lowest P(b
 ties by path log-prob, or by path log-prob alone) become the next beams. The others release
 their KV at once. The answer is the best terminal node by the same ranking. With ``distinct``,
 open siblings that are the same step (same alive tokens) count once, so the beams are different
-paths; when fewer than W distinct children survive, the next round draws fewer.
+paths; when fewer than W distinct children survive, the next round draws fewer. With
+``keep_last``, a round whose children are all pruned, while no answer exists, keeps the best of
+them: the threshold drops alternatives, it never leaves the search with nothing.
 
 Early stop (``early_stop``, verifier ranking with aggregate ``max`` or ``prod``): a path's
 score can only get worse as it grows (``max`` of more steps, ``1 - prod(1 - p)`` over more
@@ -44,6 +46,8 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
     while frontier:
         yield [Expand(n, root_samples if n == ROOT else config.samples, config.temperature) for n in frontier]
         children = sorted((c for n in frontier for c in run.open_children(n)), key=key)
+        if not children and config.keep_last and not run.answers():
+            children = _keep_last(run, frontier, key)
         if config.distinct:
             children = _drop_duplicates(run, children)
         frontier = children[: config.width]
@@ -59,6 +63,18 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
     if not finished:
         return no_answer(run)
     return Outcome(min(finished, key=key), "answer")
+
+
+def _keep_last(run: SearchRun, frontier: list[int], key: Callable[[int], tuple]) -> list[int]:
+    """Every child of the round was pruned (or rejected) and no answer exists: revive the pruned
+    child that ranks first. Returns it when it is open (the next beam), else [] (it is terminal:
+    an answer now, or a dead end)."""
+    pruned = [c for n in frontier for c in run.tree.children[n] if run.tree.nodes[c].status == "pruned"]
+    if not pruned:
+        return []
+    best = min(pruned, key=key)
+    run.revive(best, "kept although pruned: every other branch of the round was pruned and no answer exists")
+    return [best] if run.tree.nodes[best].status == "open" else []
 
 
 def _drop_duplicates(run: SearchRun, children: list[int]) -> list[int]:
