@@ -220,7 +220,8 @@ def fit(policy: Policy, train_dataset, eval_dataset, config: TrainConfig, *, col
         raise ValueError(f"{out} already holds checkpoints ({resume_from.name}); pass --resume to continue "
                          "that run, or choose another --out")
     policy.model.train()
-    plateau = PlateauStop(config.plateau_patience, config.plateau_delta) if config.plateau_patience else None
+    plateau = PlateauStop(config.plateau_patience, config.plateau_delta, keep_best=config.plateau_keep_best) \
+        if config.plateau_patience else None
     kwargs = dict(trainer_kwargs or {})
     callbacks = [*(kwargs.pop("callbacks", None) or []), *([plateau] if plateau else [])]
     trainer = trainer_cls(model=policy.model, args=training_arguments(config, **(args_overrides or {})),

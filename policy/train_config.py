@@ -68,6 +68,9 @@ class TrainConfig:
     plateau_patience: int = _f(0, "stop after this many evals in a row (every --eval-steps) without a relative "
                                "improvement of --plateau-delta in the eval loss; 0: off (train max_steps / num_epochs)")
     plateau_delta: float = _f(0.01, "relative eval-loss improvement that resets the plateau count, in [0, 1)")
+    plateau_keep_best: bool = _f(False, "with --plateau-patience: end training on the weights of the lowest eval loss "
+                                 "(held in memory) instead of the last; off: the last (a loss spike before the "
+                                 "stop is then saved)")
     # DPO (Rafailov et al. 2023)
     beta: float = _f(0.1, "dpo: inverse temperature β of the implicit reward (> 0)")
     nll_weight: float = _f(1.0, "dpo: weight α of the NLL term on the chosen completion (>= 0)")
@@ -123,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"plateau_patience must be an int >= 0 (0: off), got {self.plateau_patience!r}")
         if not 0 <= self.plateau_delta < 1:
             raise ValueError(f"plateau_delta must be a relative improvement in [0, 1), got {self.plateau_delta!r}")
+        if not isinstance(self.plateau_keep_best, bool):
+            raise ValueError(f"plateau_keep_best must be true or false, got {self.plateau_keep_best!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0 or self.nll_weight < 0:

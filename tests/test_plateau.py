@@ -111,3 +111,54 @@ def test_a_tiny_run_stops_at_the_plateau_and_records_it(tmp_path):
 def test_a_tiny_run_without_the_rule_trains_to_max_steps(tmp_path):
     m = _toy(tmp_path, lr=1e-12, max_steps=4)
     assert m["stopped_early"] is False and m["plateau_step"] is None and m["global_step"] == 4
+
+
+def test_keep_best_puts_back_the_weights_of_the_lowest_eval_loss():
+    import torch
+
+    model = torch.nn.Linear(2, 1)
+    state = SimpleNamespace(global_step=0, log_history=[])
+    for keep in (True, False):
+        cb = PlateauStop(2, 0.01, keep_best=keep)
+        cb.on_train_begin(None, state, SimpleNamespace())
+        seen = {}
+        for step, loss in ((50, 1.0), (100, 0.5), (150, 0.7), (200, 0.6)):
+            with torch.no_grad():
+                model.weight.fill_(step)  # the weights "trained" up to this eval
+            seen[step] = model.weight.detach().clone()
+            state.global_step = step
+            cb.on_evaluate(None, state, SimpleNamespace(should_training_stop=False), metrics={"eval_loss": loss},
+                           model=model)
+        cb.on_train_end(None, state, SimpleNamespace(), model=model)
+        if keep:
+            assert torch.equal(model.weight, seen[100]) and cb.summary()["restored_best_step"] == 100
+        else:
+            assert torch.equal(model.weight, seen[200]) and "restored_best_step" not in cb.summary()
+        assert cb.summary()["plateau_step"] == 200
+
+
+def test_keep_best_restores_nothing_when_the_best_lies_before_a_resume():
+    import torch
+
+    model = torch.nn.Linear(2, 1)
+    history = [{"eval_loss": 0.2, "step": 50}]  # the best, from before the checkpoint: its weights are gone
+    state = SimpleNamespace(global_step=50, log_history=history)
+    cb = PlateauStop(1, 0.01, keep_best=True)
+    cb.on_train_begin(None, state, SimpleNamespace())
+    state.global_step = 100
+    cb.on_evaluate(None, state, SimpleNamespace(should_training_stop=False), metrics={"eval_loss": 0.3}, model=model)
+    before = model.weight.detach().clone()
+    cb.on_train_end(None, state, SimpleNamespace(), model=model)
+    assert torch.equal(model.weight, before) and cb.summary()["restored_best_step"] is None
+
+
+def test_a_tiny_run_with_keep_best_ends_on_its_best_eval(tmp_path):
+    # a large learning rate makes the eval loss move both ways; whatever the last eval, the saved
+    # policy's final eval loss is the lowest one seen while training
+    m = _toy(tmp_path, lr=0.05, max_steps=12, plateau_patience=4, plateau_delta=0.0, plateau_keep_best=True)
+    evals = [h["eval_loss"] for h in m["log_history"] if "eval_loss" in h][:-1]  # the last is the final evaluate()
+    assert m["eval_loss"] == pytest.approx(min(evals), rel=1e-5)
+    # (seeded: here the last eval, at step 12, is above the one at step 11, so weights are put back)
+    assert m["restored_best_step"] is not None and evals[-1] > min(evals)
+    with pytest.raises(ValueError, match="plateau_keep_best"):
+        TrainConfig(out=str(tmp_path), plateau_keep_best="yes")

@@ -150,6 +150,8 @@ class AblationConfig:
     plateau_patience: int = knob(3, "stop a policy after this many evals in a row without a relative eval-loss "
                                  "improvement of --plateau-delta; one rule for every mode (0: off, train to the cap)")
     plateau_delta: float = knob(0.01, "relative eval-loss improvement that resets the plateau count, in [0, 1)")
+    plateau_keep_best: bool = knob(False, "save each policy with the weights of its lowest eval loss, not the last "
+                                   "(ablation17 ran without: its hard seed 2 was saved after a loss spike)")
     lr_scheduler: str = knob("constant_with_warmup", "learning-rate schedule of every policy (constant: where the "
                              "plateau rule stops does not depend on a decay over the cap)")
     model: str = knob("tiny", "the policy every mode trains: 'tiny' (the built-in char-level policy, from scratch) "
@@ -181,7 +183,7 @@ class AblationConfig:
 
     # added after ablations ran: in the hash only when set, so a default config keeps its hash and results
     HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("model", "lora_r", "lr", "train_batch_size", "num_eval",
-                                                  "verifier_knobs")
+                                                  "verifier_knobs", "plateau_keep_best")
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -299,6 +301,7 @@ def _train_config(cfg: AblationConfig, out: Path, mode: str, seed: int) -> Train
                   model=os.path.expanduser(cfg.model), lora_r=cfg.lora_r,
                   num_problems=cfg.train_problems, max_steps=cfg.max_steps, eval_steps=cfg.eval_steps,
                   plateau_patience=cfg.plateau_patience, plateau_delta=cfg.plateau_delta,
+                  plateau_keep_best=cfg.plateau_keep_best,
                   lr_scheduler=cfg.lr_scheduler)
     if cfg.smoke:
         common.update(num_eval=8, batch_size=8, save_steps=1000, logging_steps=1)
