@@ -126,7 +126,8 @@ class SearchRun:
         state = self.spares.pop(nid, None)
         if not self._settle(nid, state) and state is not None:
             self.release_state(state)
-        self.tree.update(nid, reason=why)  # kept when it is expanded
+        ended = self.tree.nodes[nid].reason  # a terminal's: how the step ended
+        self.tree.update(nid, reason=f"{why} ({ended})" if ended else why)  # kept when it is expanded
 
     def drop_spares(self) -> None:
         """The round is over: free the KV of the nodes pruned in it."""
