@@ -367,3 +367,36 @@ def test_no_backtrack_study_compares_the_same_policy_with_and_without_its_backtr
     assert compare(allowed, {}) == "–"
     with pytest.raises(ValueError, match="required"):
         NoBacktrackConfig(ablation="x")
+
+
+def test_majority_vote_study_summarises_paired_against_clean_and_the_weighted_vote(tmp_path, capsys):
+    import json
+
+    from experiments.studies.majority_vote import MajorityVoteConfig, main
+
+    abl, out = tmp_path / "abl", tmp_path / "maj"
+    abl.mkdir()
+    out.mkdir()
+    (abl / "config.json").write_text(json.dumps({"config": {"n": 4, "search_knobs": None}}))
+    (abl / "budgets.json").write_text(json.dumps({"best_of_n": {"n": 8}}))
+    ids = [f"p{i}" for i in range(4)]
+    right = {("clean", "best-of-n"): [1, 1, 0, 0], ("clean", "maj"): [1, 0, 0, 0],
+             ("hard", "best-of-n"): [1, 1, 1, 0], ("hard", "maj"): [1, 1, 1, 1]}
+    for mode in ("clean", "hard"):
+        with open(abl / f"results-{mode}-s0.jsonl", "w") as f:
+            for pid, c in zip(ids, right[mode, "best-of-n"]):
+                f.write(json.dumps({"tag": f"{mode}|s0|best-of-n", "problem_id": pid, "correct": bool(c),
+                                    "inference": "best-of-n", "mode": mode, "seed": 0}) + "\n")
+        with open(out / f"results-{mode}-s0.jsonl", "w") as f:  # drawn already: no policy is loaded
+            for pid, c in zip(ids, right[mode, "maj"]):
+                f.write(json.dumps({"tag": f"{mode}|s0|best-of-n-majority", "problem_id": pid, "correct": bool(c),
+                                    "inference": "best-of-n-majority", "mode": mode, "seed": 0}) + "\n")
+    assert main(["--ablation", str(abl), "--out", str(out)]) == 0
+    table = (out / "summary.md").read_text()
+    assert "| clean | 0 | 25.0% [" in table and "| – | 50.0% | Δ -25.0, p = 1.00 |" in table
+    # hard: majority 4/4 vs clean's 1/4 (3 discordant, p = 0.25); vs its own weighted vote 3/4
+    assert "| hard | 0 | 100.0% [" in table and "| Δ +75.0, p = 0.25 | 75.0% | Δ +25.0, p = 1.00 |" in table
+    with pytest.raises(ValueError, match="not evaluated by the ablation"):
+        main(["--ablation", str(abl), "--out", str(out), "--only", "masked:0"])
+    with pytest.raises(ValueError, match="required"):
+        MajorityVoteConfig(out="x")
