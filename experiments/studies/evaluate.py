@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 import search
 from experiments.studies.backtracks import backtrack_effects
-from policy.atomic import append_jsonl
+from policy.atomic import append_jsonl, atomic_write_text
 from policy.data import answers_match, extract_answer, format_prompt
 from policy.generate import generate
 from search.config import SearchConfig
 from search.solve import pruning_threshold
 
-__all__ = ["DECODERS", "METHODS", "evaluate", "read_results"]
+__all__ = ["DECODERS", "METHODS", "evaluate", "read_results", "write_summary"]
 
 DECODERS = ("decode", "decode-soft")
 METHODS = DECODERS + ("greedy", "best_of_n", "beam", "mcts")
@@ -134,3 +134,11 @@ def _used_threshold(threshold: float | None, verifier: Any, knobs: dict) -> floa
     """The threshold ``search.solve_many`` prunes at for these arguments (``search.solve.pruning_threshold``)."""
     t = threshold if threshold is not None else knobs.get("threshold")
     return pruning_threshold(SearchConfig() if t is None else SearchConfig(threshold=t), verifier, given=t is not None)
+
+
+def write_summary(out: str | os.PathLike, lines: Sequence[str]) -> int:
+    """A study's last step: its table lines to ``out/summary.md`` and to stdout; the exit status 0."""
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(Path(out) / "summary.md", text)
+    print(text)
+    return 0

@@ -22,9 +22,8 @@ from pathlib import Path
 from experiments.flags import add_config_flags, config_from_args
 from experiments.inputs import load_problems
 from experiments.studies.ablation import MODES, load_stage
-from experiments.studies.evaluate import evaluate, read_results
-from experiments.studies.stats import mcnemar, wilson
-from policy.atomic import atomic_write_text
+from experiments.studies.evaluate import evaluate, read_results, write_summary
+from experiments.studies.stats import format_p, mcnemar, wilson
 from search.config import parse_knobs
 from search.knobs import knob
 
@@ -50,16 +49,13 @@ def _file(mode: str, seed: int) -> str:
     return f"results-{mode.replace('+', '_')}-s{seed}.jsonl"
 
 
-def _pf(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
-
 
 def _versus(a: dict, b: dict) -> str:
     keys = a.keys() & b.keys()
     if not keys:
         return "–"
     t = mcnemar({k: a[k] for k in keys}, {k: b[k] for k in keys})
-    return f"Δ {100 * sum(a[k] - b[k] for k in keys) / len(keys):+.1f}, {_pf(t.p_value)}"
+    return f"Δ {100 * sum(a[k] - b[k] for k in keys) / len(keys):+.1f}, {format_p(t.p_value)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {mode} | {','.join(map(str, seeds[mode]))} | {100 * k / len(maj):.1f}% "
                      f"[{100 * lo:.1f}, {100 * hi:.1f}] | {vs_clean} | {100 * sum(w.values()) / len(w):.1f}% | "
                      f"{_versus(maj, w)} |")
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(out / "summary.md", text)
-    print(text)
-    return 0
+    return write_summary(out, lines)
 
 
 if __name__ == "__main__":

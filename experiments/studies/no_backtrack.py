@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from experiments.flags import add_config_flags, config_from_args
 from experiments.inputs import load_problems
 from experiments.studies.ablation import load_stage
-from experiments.studies.stats import mcnemar
-from policy.atomic import append_jsonl, atomic_write_text
+from experiments.studies.evaluate import write_summary
+from experiments.studies.stats import format_p, mcnemar
+from policy.atomic import append_jsonl
 from policy.data import answers_match, extract_answer, format_prompt
 from policy.generate import generate
 from search.knobs import knob
@@ -62,9 +63,6 @@ def _decode(policy, problems, *, bias: float, batch_size: int) -> list[dict]:
     return out
 
 
-def _pf(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
-
 
 def compare(allowed: dict, forbidden: dict) -> str:
     """'Δ (forbidden − allowed), McNemar p (only forbidden right : only allowed right), n' on the shared keys."""
@@ -76,7 +74,7 @@ def compare(allowed: dict, forbidden: dict) -> str:
     t = mcnemar(f, a)
     delta = sum(f[k] - a[k] for k in keys) / len(keys)
     return f"{100 * sum(a.values()) / len(keys):.1f}% → {100 * sum(f.values()) / len(keys):.1f}%, " \
-           f"Δ {100 * delta:+.1f}, {_pf(t.p_value)} ({t.only_a}:{t.only_b}, n={len(keys)})"
+           f"Δ {100 * delta:+.1f}, {format_p(t.p_value)} ({t.only_a}:{t.only_b}, n={len(keys)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {mode} | {seed} | {compare(a, f)} | {runs} | {sum(chk)}/{len(chk)} |")
         if len(mine) > 1:
             lines.append(f"| {mode} | pooled | {compare(pooled_a, pooled_f)} | | |")
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(out / "summary.md", text)
-    print(text)
-    return 0
+    return write_summary(out, lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["McNemar", "bootstrap_ci", "fmt", "mcnemar", "summarize", "wilson"]
+__all__ = ["McNemar", "bootstrap_ci", "fmt", "format_p", "mcnemar", "summarize", "wilson"]
 
 
 def wilson(successes: int, n: int, *, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -91,3 +91,8 @@ def summarize(rows: Sequence[Mapping]) -> dict:
 def fmt(x: float | None, digits: int = 1) -> str:
     """A table cell: ``–`` for a missing value."""
     return "–" if x is None else f"{x:.{digits}f}"
+
+
+def format_p(p: float) -> str:
+    """A p-value as the study tables print it: ``p < 0.001``, three decimals below 0.01, else two."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
