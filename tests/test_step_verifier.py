@@ -197,7 +197,7 @@ def test_reference_steps_are_labelled_like_the_checker_and_viewed_like_decoding(
     checker calls wrong (label 1); each view equals a clean forward over prompt + lines before +
     the step, and feature dropout only touches the policy features."""
     from policy.data import generate_problems
-    from verifier.step_data import reference_steps
+    from verifier.step_data import _forced_views, reference_steps
     from verifier.step_train import _drop_features
 
     p = lively_policy(seed=2)
@@ -219,6 +219,14 @@ def test_reference_steps_are_labelled_like_the_checker_and_viewed_like_decoding(
         out = p.model(input_ids=torch.tensor([full]), output_hidden_states=True)
         T = len(d.views[i].ids)
         torch.testing.assert_close(d.views[i].hidden, out.hidden_states[-1][0, -T:], atol=1e-4, rtol=1e-4)
+    # one tree forward per problem (slips as branches) == one padded forward per step, on every row
+    per_step = _forced_views(p, [(d.prefix_ids[i], d.views[i].ids) for i in range(len(d))], batch_size=5,
+                             progress=False, desc="")
+    assert any(d.labels) and any(lab == 0 for lab in d.labels)
+    for v, (h, lp, ent) in zip(d.views, per_step, strict=True):
+        torch.testing.assert_close(v.hidden, h, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(v.logprobs, lp, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(v.entropies, ent, atol=1e-4, rtol=1e-4)
     b = collate_steps([v.hidden for v in d.views], [v.logprobs for v in d.views], [v.entropies for v in d.views],
                       [v.depth for v in d.views], max_tokens=96, ids=[v.ids for v in d.views])
     torch.manual_seed(0)
@@ -275,3 +283,20 @@ def test_calibrated_threshold_spares_right_validation_steps():
     head.default_threshold = 0.85
     assert StepVerifier.from_folder(head.save(Path(tempfile.mkdtemp()) / "v"),
                                     head.config()).default_threshold == 0.85
+
+
+def test_tree_views_refuse_a_step_that_is_not_where_it_says():
+    from verifier.step_data import _tree_views
+
+    p = lively_policy(seed=2)
+    trunk = list(p.prompt_ids("What is 2+3?")) + [5, 6, 7]
+    with pytest.raises(ValueError, match="not the trunk's tokens"):
+        _tree_views(p, [(trunk, [(len(trunk) - 3, [5, 6, 8], True)])], batch_size=2, progress=False, desc="")
+    with pytest.raises(ValueError, match="non-empty trunk prefix"):
+        _tree_views(p, [(trunk, [(0, [5], False)])], batch_size=2, progress=False, desc="")
+    (views,) = _tree_views(p, [(trunk, [(len(trunk) - 3, [5, 6, 7], True), (len(trunk) - 3, [9, 9], False)])],
+                           batch_size=2, progress=False, desc="")
+    assert [tuple(v[0].shape) for v in views] == [(3, p.hidden_size), (2, p.hidden_size)]
+    # a branch reads the trunk before it, not the trunk's own step: it equals a forward without that step
+    out = p.model(input_ids=torch.tensor([trunk[:-3] + [9, 9]]), output_hidden_states=True)
+    torch.testing.assert_close(views[1][0], out.hidden_states[-1][0, -2:], atol=1e-4, rtol=1e-4)

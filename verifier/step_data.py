@@ -41,6 +41,7 @@ from policy.data.grading import (
     parse_annotations,
 )
 from policy.data.problems import Problem
+from policy.layout import layout_to_4d_mask
 from policy.model import Policy
 from search import solve_many
 from search.interfaces import ExpandResult, StepRequest, StepView
@@ -352,32 +353,105 @@ def _slipped_steps(line: str, rng: random.Random, n: int) -> list[str]:
 
 
 @torch.no_grad()
+def _tree_views(policy: Policy, trees: Sequence[tuple[Sequence[int], Sequence[tuple[int, Sequence[int], bool]]]], *,
+                batch_size: int, progress: bool, desc: str) -> list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """``_forced_views`` for steps that share prefixes, in one forward per tree instead of one per step.
+
+    A tree is ``(trunk ids, [(at, step ids, on_trunk)])``: each step follows ``trunk[:at]``. A step
+    ``on_trunk`` is ``trunk[at:at + len(ids)]`` itself; any other is a branch: its tokens are
+    appended after the trunk, at positions ``at, at + 1, ...``, reading ``trunk[:at]`` and the
+    branch before them (a bool tree mask) — the positions and keys a forward over
+    ``trunk[:at] + ids`` gives it, so the views are the same (tested against ``_forced_views``).
+    Returns, per tree, each step's ``(hidden [T, H], logprobs [T], entropies [T])``."""
+    tok, model = policy.tokenizer, policy.model
+    pad = int(tok.pad_token_id)
+    plans = []  # per tree: (ids, positions, parents-as-ranges, where each step's rows are)
+    for trunk, steps in trees:
+        trunk = list(trunk)
+        ids, pos = list(trunk), list(range(len(trunk)))
+        reads = [(0, i + 1, None) for i in range(len(trunk))]  # row i reads trunk[:i + 1] (+ branch [b0, i])
+        where = []
+        for at, step, on_trunk in steps:
+            step = list(step)
+            if not 0 < at <= len(trunk) or not step:
+                raise ValueError(f"a step must follow a non-empty trunk prefix and hold tokens (at={at})")
+            if on_trunk:
+                if trunk[at:at + len(step)] != step:
+                    raise ValueError("a step marked on_trunk is not the trunk's tokens at its place")
+                where.append((at - 1, list(range(at, at + len(step)))))  # row that predicts its first token
+                continue
+            b0 = len(ids)
+            ids += step
+            pos += range(at, at + len(step))
+            reads += [(0, at, (b0, b0 + j + 1)) for j in range(len(step))]
+            where.append((at - 1, list(range(b0, b0 + len(step)))))
+        plans.append((ids, pos, reads, where))
+    order = sorted(range(len(plans)), key=lambda i: len(plans[i][0]))  # similar lengths share a batch
+    results: dict[int, list] = {}
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
+        chunk = [plans[i] for i in order[start:start + batch_size]]
+        L = max(len(c[0]) for c in chunk)
+        input_ids = torch.full((len(chunk), L), pad, dtype=torch.long)
+        positions = torch.zeros(len(chunk), L, dtype=torch.long)
+        allowed = torch.zeros(len(chunk), L, L, dtype=torch.bool)
+        allowed[:, torch.arange(L), torch.arange(L)] = True  # padding rows read themselves (never read by real rows)
+        for b, (ids, pos, reads, _) in enumerate(chunk):
+            input_ids[b, : len(ids)] = torch.tensor(ids)
+            positions[b, : len(ids)] = torch.tensor(pos)
+            for r, (lo, hi, branch) in enumerate(reads):
+                allowed[b, r, lo:hi] = True
+                if branch is not None:
+                    allowed[b, r, branch[0]:branch[1]] = True
+        dtype = next(model.parameters()).dtype
+        res = model(input_ids=input_ids.to(policy.device), attention_mask=layout_to_4d_mask(allowed, dtype).to(policy.device),
+                    position_ids=positions.to(policy.device), output_hidden_states=True)
+        hidden, logits = res.hidden_states[-1].float().cpu(), res.logits.float().cpu()
+        for b, (ids, _, _, where) in enumerate(chunk):
+            views = []
+            for first, rows in where:
+                src = torch.tensor([first] + rows[:-1])  # the rows whose distributions drew the step's tokens
+                logp = logits[b, src].log_softmax(-1)  # (T, V)
+                lp = logp.gather(-1, torch.tensor([ids[r] for r in rows]).view(-1, 1)).squeeze(-1)
+                views.append((hidden[b, rows].clone(), lp, -(logp.exp() * logp).sum(-1)))
+            results[order[start + b]] = views
+    return [results[i] for i in range(len(plans))]
+
+
+@torch.no_grad()
 def reference_steps(policy: Policy, problems: Sequence[Problem], *, slips: int = 2, seed: int = 0,
-                    batch_size: int = 64, progress: bool = True) -> StepData:
+                    batch_size: int = 8, progress: bool = True) -> StepData:
     """Sibling groups built from reference solutions: every correct one-annotation line, after the
     reference lines before it, beside ``slips`` versions with a slipped result (label 1).
 
     Arithmetic is what the policy gets wrong, and checking it needs many more examples than the
-    policy's own samples give; reference solutions give them for one policy forward each. The views
-    are the frozen policy's (``_forced_views``), so the verifier reads what it reads in search."""
+    policy's own samples give; reference solutions give them cheaply: one forward of the frozen
+    policy per problem (``_tree_views``: the reference solution with every slipped line as a branch
+    off its prefix), so the verifier reads what it reads in search."""
     rng = random.Random(f"reference-steps:{seed}")
     tok = policy.tokenizer
     enc = lambda t: tok.encode(t, add_special_tokens=False, split_special_tokens=True)  # noqa: E731
     rows: list[tuple] = []  # (problem id, label, text, prefix ids, step ids, group, depth)
+    trees = []
     for p in problems:
         prefix = list(policy.prompt_ids(p.question))
+        steps = []
         for depth, line in enumerate((ln + "\n" for ln in p.solution.split("\n")), start=1):
+            ids = enc(line)
             if check_steps(line).errors:  # a reference line the checker rejects teaches nothing
-                prefix += enc(line)
+                prefix += ids
                 continue
             wrong = _slipped_steps(line, rng, slips)
             if wrong:
                 group = -(1 + len(rows))  # negative: never an own-step group id
                 for label, text in [(0, line)] + [(1, w) for w in wrong]:
-                    rows.append((p.id, label, text, list(prefix), enc(text), group, depth))
-            prefix += enc(line)
-    views = _forced_views(policy, [(r[3], r[4]) for r in rows], batch_size=batch_size, progress=progress,
-                          desc="verifier labels (reference steps)")
+                    step = ids if label == 0 else enc(text)
+                    rows.append((p.id, label, text, list(prefix), step, group, depth))
+                    steps.append((len(prefix), step, label == 0))
+            prefix += ids
+        if steps:
+            trees.append((prefix, steps))
+    views = [v for tree in _tree_views(policy, trees, batch_size=batch_size, progress=progress,
+                                       desc="verifier labels (reference steps)") for v in tree]
     out = StepData()
     for (pid, label, text, prefix, ids, group, depth), (h, lp, ent) in zip(rows, views):
         out.views.append(StepView(h, lp, ent, depth, text, ids=tuple(ids)))

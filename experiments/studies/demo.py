@@ -44,10 +44,15 @@ class DemoConfig:
     train_epochs: float = _f(2.0, "passes over the training examples (> 0)")
     max_train_steps: int = _f(-1, "cap on optimiser steps (-1: the epochs decide)")
     verifier_problems: int = _f(400, "problems whose sibling steps label the step verifier (>= 8)")
+    reference_problems: int = _f(4000, "reference solutions whose correct and slipped steps add verifier labels (>= 0)")
+    verifier_epochs: int = _f(4, "passes of the step verifier over its labels (>= 1; the best by validation "
+                                  "sibling AUROC is kept)")
     diagnose_problems: int = _f(64, "held-out problems of the headroom report, `rewind diagnose` (>= 1)")
     eval_problems: int = _f(64, "held-out test problems solved by every method (>= 1)")
     sweep_problems: int = _f(24, "held-out problems in the threshold sweep (>= 1)")
     thresholds: tuple[float, ...] = _f((0.2, 0.35, 0.5, 0.65, 0.8, 1.0), "verifier thresholds of the sweep")
+    diagnose_thresholds: tuple[float, ...] = _f((0.5, 0.8, 1.0), "verifier thresholds of the diagnose stage's "
+                                                "pruned searches (the sweep stage covers the full grid)")
     threshold: float | None = _f(None, "pruning threshold of the solve stage, in [0, 1] (default: the verifier's "
                                        "calibrated one, which spares right validation steps; 0.5 without one)")
     best_of_n: int = _f(4, "samples of best-of-N (>= 1)")
@@ -62,12 +67,15 @@ class DemoConfig:
             if getattr(self, name) < 8:
                 raise ValueError(f"{name} must be >= 8, got {getattr(self, name)}")
         for name in ("eval_problems", "sweep_problems", "diagnose_problems", "best_of_n", "beam_width", "beam_samples",
-                     "mcts_simulations", "mcts_children"):
+                     "mcts_simulations", "mcts_children", "verifier_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.train_epochs > 0:
             raise ValueError(f"train_epochs must be > 0, got {self.train_epochs}")
-        if (self.threshold is not None and not 0 <= self.threshold <= 1) or any(not 0 <= t <= 1 for t in self.thresholds):
+        if self.reference_problems < 0:
+            raise ValueError(f"reference_problems must be >= 0, got {self.reference_problems}")
+        if (self.threshold is not None and not 0 <= self.threshold <= 1) or any(
+                not 0 <= t <= 1 for t in (*self.thresholds, *self.diagnose_thresholds)):
             raise ValueError("thresholds must lie in [0, 1]")
         if not self.out:
             raise ValueError("out (the run folder) is required")
@@ -79,8 +87,9 @@ class DemoConfig:
         if not self.quick:
             return self
         return dataclasses.replace(self, train_problems=400, train_epochs=1.0, max_train_steps=25,
-                                   verifier_problems=12, eval_problems=6, sweep_problems=4, diagnose_problems=3,
-                                   thresholds=(0.3, 0.7, 1.0), best_of_n=2, beam_width=2, beam_samples=2,
+                                   verifier_problems=12, reference_problems=24, verifier_epochs=3, eval_problems=6,
+                                   sweep_problems=4, diagnose_problems=3, thresholds=(0.3, 0.7, 1.0),
+                                   diagnose_thresholds=(0.3, 1.0), best_of_n=2, beam_width=2, beam_samples=2,
                                    mcts_simulations=4, mcts_children=2, example_trees=1)
 
     def fingerprint(self) -> str:

@@ -57,9 +57,9 @@ def train_policy(cfg: DemoConfig, run: Path) -> dict:
 def train_verifier(cfg: DemoConfig, run: Path) -> dict:
     vc = VerifierTrainConfig(out=str(run / "verifier_train"), policy=str(run / "train"), kind="step",
                              num_problems=cfg.verifier_problems, seed=cfg.seed, beam_width=cfg.beam_width,
-                             beam_samples=4 if not cfg.quick else 2, epochs=3 if cfg.quick else 12,
+                             beam_samples=4 if not cfg.quick else 2, epochs=cfg.verifier_epochs,
                              max_depth=4 if cfg.quick else 12, max_step_tokens=40 if cfg.quick else 96,
-                             **({"reference_problems": 24, "reference_slips": 1} if cfg.quick else {}))
+                             reference_problems=cfg.reference_problems, **({"reference_slips": 1} if cfg.quick else {}))
     fit(vc, progress=True)
     m = json.loads((run / "verifier_train" / "metrics.json").read_text())
     return {"test": m.get("test", {})}
@@ -108,7 +108,7 @@ def diagnose(cfg: DemoConfig, run: Path) -> dict:
     dc = DiagnoseConfig(run=str(run), out=str(run / "diagnose"), n=cfg.diagnose_problems, seed=cfg.seed + 2,
                         samples=4 if cfg.quick else 16, temperatures="0.7" if cfg.quick else "0.4,0.7",
                         width=cfg.beam_width, beam_samples=cfg.beam_samples,
-                        thresholds=",".join(f"{t:g}" for t in sorted(set(cfg.thresholds) | {1.0})),
+                        thresholds=",".join(f"{t:g}" for t in sorted(set(cfg.diagnose_thresholds) | {1.0})),
                         max_new_tokens=96 if cfg.quick else 320, max_depth=4 if cfg.quick else 24,
                         max_step_tokens=40 if cfg.quick else 96)
     r = run_diagnose(dc, log=lambda *_: None)

@@ -1,0 +1,129 @@
+"""How much training the step verifier needs: its epochs (and reference problems) against what
+search gains from it, on validation problems, never on the test problems it is reported on.
+
+``python -m experiments.studies.verifier_budget --run RUN --epochs 4,6,12`` retrains the demo's step
+verifier of ``RUN`` (same labelled steps: ``RUN/verifier_train/steps.pt`` and
+``reference_steps.pt`` are reused when their keys match) once per setting into
+``RUN/verifier_budget/<setting>/``, then solves ``n`` built-in validation problems the verifier
+never saw (indices ``skip..skip+n``, as ``choose_search``) with the demo's step beam (W=4 M=2,
+T=0.4, prod rule) at τ = 1 and with ``keep_last`` at the verifier's calibrated threshold. It prints
+one table (training seconds, held-out sibling AUROC, beam accuracy), the run's own verifier first and writes
+``RUN/verifier_budget/results.jsonl`` (rows are reused on a rerun) and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.flags import add_config_flags, config_from_args
+from experiments.studies.evaluate import evaluate, write_summary
+from experiments.studies.stats import wilson
+from experiments.wiring import load, load_verifier_for
+from policy.atomic import atomic_write_json
+from policy.data import generate_problems
+from search.knobs import knob
+from verifier.config import VerifierTrainConfig
+from verifier.train import train_verifier
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifierBudgetConfig:
+    run: str = knob(None, "a demo run folder (its verifier_train/ holds the labelled steps to reuse)")
+    epochs: str = knob("4,6,12", "comma-separated epoch budgets of the step verifier")
+    reference_problems: str = knob("4000", "comma-separated reference-problem counts (0: none)")
+    seeds: str = knob("0", "comma-separated head seeds (the labelled steps stay the run's)")
+    n: int = knob(200, "validation problems to solve (>= 1)")
+    skip: int = knob(400, "validation problems the verifier's own labels came from (the demo's verifier_problems)")
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            raise ValueError("--run is required")
+        if self.n < 1 or self.skip < 0:
+            raise ValueError(f"need n >= 1 and skip >= 0, got n={self.n}, skip={self.skip}")
+        for name in ("epochs", "reference_problems", "seeds"):
+            try:
+                vals = _ints(getattr(self, name))
+            except ValueError as e:
+                raise ValueError(f"--{name.replace('_', '-')}: {e}") from None
+            if not vals or min(vals) < (1 if name == "epochs" else 0):
+                raise ValueError(f"--{name.replace('_', '-')} needs values >= {1 if name == 'epochs' else 0}")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in str(text).split(",") if x.strip()]
+
+
+def _train(run: Path, out: Path, *, epochs: int, reference: int, seed: int) -> dict:
+    """Train one verifier into ``out`` (skipped when its metrics exist); returns its metrics plus
+    ``train_s`` (wall seconds of this call's training, labels reused)."""
+    done = out / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    base = json.loads((run / "verifier_train" / "config.json").read_text())
+    cfg = VerifierTrainConfig(**{**base, "out": str(out), "epochs": epochs, "reference_problems": reference,
+                                 "seed": seed})
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("steps.pt", "reference_steps.pt"):  # a key mismatch makes training collect afresh
+        src = run / "verifier_train" / name
+        if src.exists() and not (out / name).exists() and seed == base["seed"]:
+            shutil.copy(src, out / name)
+    t0 = time.perf_counter()
+    train_verifier(cfg, progress=False)
+    m = json.loads(done.read_text())
+    m["train_s"] = round(time.perf_counter() - t0, 1)
+    atomic_write_json(done, m)
+    return m
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_flags(ap, VerifierBudgetConfig)
+    args = config_from_args(ap.parse_args(argv), VerifierBudgetConfig)
+    run = Path(args.run)
+    if not (run / "verifier_train" / "config.json").exists():
+        raise SystemExit(f"{run} has no verifier_train/config.json: run `rewind demo` into it first")
+    policy, _ = load(run, signal="policy")
+    problems = generate_problems(args.skip + args.n, seed=0, split="validation")[args.skip:]
+    root = run / "verifier_budget"
+    res = root / "results.jsonl"
+    beam = dict(width=4, samples=2, temperature=0.4, rank="verifier", aggregate="prod")
+    lines = ["| setting | train s | held-out sibling AUROC | τ* | beam τ=1 | 95% CI | keep-last τ* | tokens τ=1 → τ* |",
+             "|---|---|---|---|---|---|---|---|"]
+    greedy = evaluate(problems, policy=policy, method="decode", out=res, tag="greedy", threshold=None, progress=False)
+    kg = sum(r["correct"] for r in greedy)
+    lines.insert(0, f"greedy: {kg}/{len(greedy)} = {100 * kg / len(greedy):.1f}%\n")
+    base = json.loads((run / "verifier_train" / "config.json").read_text())
+    settings = [("the run's own verifier: e{epochs}-r{reference_problems}-s{seed}".format(**base), run / "verifier_train")]
+    settings += [(f"e{e}-r{r}-s{s}", root / f"e{e}-r{r}-s{s}") for r in _ints(args.reference_problems)
+                 for e in _ints(args.epochs) for s in _ints(args.seeds)]
+    for name, folder in settings:
+        if folder.parent == root:
+            e, r, s = (int(x[1:]) for x in name.split("-"))
+            m = _train(run, folder, epochs=e, reference=r, seed=s)
+        else:
+            m = json.loads((folder / "metrics.json").read_text())
+        ver = load_verifier_for(folder / "verifier", policy)
+        tau = ver.default_threshold if ver.default_threshold is not None else 0.9
+        r1 = evaluate(problems, policy=policy, verifier=ver, method="beam", out=res, tag=f"{name} τ=1",
+                      threshold=1.0, progress=False, **beam)
+        rk = evaluate(problems, policy=policy, verifier=ver, method="beam", out=res,
+                      tag=f"{name} keep-last τ={tau:g}", threshold=tau, keep_last=True, progress=False, **beam)
+        k1, kk, n = sum(r["correct"] for r in r1), sum(r["correct"] for r in rk), len(r1)
+        lo, hi = wilson(k1, n)
+        t1 = sum(r["stats"].get("tokens_generated", 0) for r in r1) / n
+        tk = sum(r["stats"].get("tokens_generated", 0) for r in rk) / n
+        sib = m["test"]["rankers"]["verifier"]["sibling_auroc"]
+        lines.append(f"| {name} | {m.get('train_s', float('nan')):.0f} | {sib:.3f} | {tau:g} | "
+                     f"{100 * k1 / n:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {100 * kk / n:.1f}% | "
+                     f"{t1:.0f} → {tk:.0f} |")
+        print(lines[-1], flush=True)
+    return write_summary(root, lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
