@@ -27,6 +27,9 @@ def test_demo_quick_end_to_end(home, capsys):
     assert len(rows) == 5 * 6 and len({(r["tag"], r["problem_id"]) for r in rows}) == len(rows)
     assert (run / "train" / "policy" / "config.json").exists()
     assert (run / "verifier_train" / "verifier" / "verifier_config.json").exists()
+    vcfg = json.loads((run / "verifier_train" / "config.json").read_text())  # the demo's verifier knobs reach training
+    assert (vcfg["epochs"], vcfg["reference_problems"]) == (3, 24)
+    assert len(json.loads((run / "verifier_train" / "metrics.json").read_text())["history"]) <= 3
     assert (run / "plots" / "accuracy_by_method.png").stat().st_size > 1000
     assert (run / "sweep" / "accuracy_vs_threshold.png").exists()
     htmls = list((run / "trees").glob("*.html"))
@@ -42,6 +45,8 @@ def test_demo_quick_end_to_end(home, capsys):
     diag = json.loads((run / "diagnose" / "diagnose.json").read_text())
     assert {"greedy", "beam verifier", "beam oracle", "beam random", "vote@8 majority"} <= set(diag["methods"])
     assert diag["n"] == 3 and diag["limits"] and "## Diagnose" in summary
+    pruned = sorted(k for k in diag["methods"] if "τ=" in k and "oracle" not in k)  # the diagnose grid, not the sweep's
+    assert pruned == ["beam verifier τ=0.3 keep-last", "vote@8 verifier τ=0.3"], pruned
     assert (run / "diagnose" / "diagnose.png").stat().st_size > 1000
     # the run became the default: search.solve with no policy loads it
     import search
@@ -58,6 +63,28 @@ def test_demo_quick_end_to_end(home, capsys):
     # another configuration into the same folder is refused, naming what differs
     assert main(["demo", "--quick", "--out", str(run), "--seed", "3"]) == 2
     assert "seed" in capsys.readouterr().err
+    # the verifier-budget study retrains the run's verifier on its own labels and solves with each
+    from experiments.studies import verifier_budget
+
+    assert verifier_budget.main(["--run", str(run), "--epochs", "1", "--reference-problems", "0", "--n", "2",
+                                 "--skip", "12"]) == 0
+    table = (run / "verifier_budget" / "summary.md").read_text()
+    assert "| the run's own verifier: e3-r24-s0 |" in table and "| e1-r0-s0 |" in table
+    m = json.loads((run / "verifier_budget" / "e1-r0-s0" / "metrics.json").read_text())
+    assert m["epochs_run"] == 1 and m["train_s"] > 0
+    own = json.loads((run / "verifier_train" / "metrics.json").read_text())
+    assert m["n_steps"]["train"] < own["n_steps"]["train"] and m["n_steps"]["test"] == own["n_steps"]["test"]
+    assert not (run / "verifier_budget" / "e1-r0-s0" / "reference_steps.pt").exists()
+    tags = {r["tag"] for r in read_results(run / "verifier_budget" / "results.jsonl")}
+    assert {"greedy", "e1-r0-s0 τ=1"} <= tags and len(tags) == 5
+
+
+@pytest.mark.parametrize("argv", [["--split", "train"], ["--epochs", "0"], ["--reference-problems", "x"]])
+def test_verifier_budget_refuses_bad_flags(argv, tmp_path):
+    from experiments.studies import verifier_budget
+
+    with pytest.raises((SystemExit, ValueError)):
+        verifier_budget.main(["--run", str(tmp_path), *argv])
 
 
 def test_solve_without_a_default_run_says_which_command_makes_one(home):
@@ -79,3 +106,11 @@ def test_solve_stage_threshold_is_the_flag_else_the_verifiers_calibrated_one():
     assert solve_threshold(DemoConfig(out="x"), SimpleNamespace(default_threshold=None)) == 0.5
     with pytest.raises(ValueError):
         DemoConfig(out="x", threshold=1.5)
+
+
+@pytest.mark.parametrize("bad", [{"verifier_epochs": 0}, {"reference_problems": -1}, {"diagnose_thresholds": (0.5, 1.2)}])
+def test_demo_refuses_bad_verifier_and_diagnose_knobs(bad):
+    from experiments.studies.demo import DemoConfig
+
+    with pytest.raises(ValueError):
+        DemoConfig(**bad)

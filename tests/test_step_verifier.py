@@ -300,3 +300,4 @@ def test_tree_views_refuse_a_step_that_is_not_where_it_says():
     # a branch reads the trunk before it, not the trunk's own step: it equals a forward without that step
     out = p.model(input_ids=torch.tensor([trunk[:-3] + [9, 9]]), output_hidden_states=True)
     torch.testing.assert_close(views[1][0], out.hidden_states[-1][0, -2:], atol=1e-4, rtol=1e-4)
+

@@ -8,7 +8,9 @@ verifier of ``RUN`` (same labelled steps: ``RUN/verifier_train/steps.pt`` and
 never saw (indices ``skip..skip+n``, as ``choose_search``) with the demo's step beam (W=4 M=2,
 T=0.4, prod rule) at τ = 1 and with ``keep_last`` at the verifier's calibrated threshold. It prints
 one table (training seconds, held-out sibling AUROC, beam accuracy), the run's own verifier first and writes
-``RUN/verifier_budget/results.jsonl`` (rows are reused on a rerun) and ``summary.md``.
+``RUN/verifier_budget/results.jsonl`` (rows are reused on a rerun) and ``summary.md``. With
+``--split test`` the same verifiers solve the first ``n`` test problems instead (``RUN/verifier_budget/test/``):
+not to choose among them, but to show how far apart verifiers of one recipe land where results are reported.
 """
 
 from __future__ import annotations
@@ -36,13 +38,17 @@ class VerifierBudgetConfig:
     run: str = knob(None, "a demo run folder (its verifier_train/ holds the labelled steps to reuse)")
     epochs: str = knob("4,6,12", "comma-separated epoch budgets of the step verifier")
     reference_problems: str = knob("4000", "comma-separated reference-problem counts (0: none)")
-    seeds: str = knob("0", "comma-separated head seeds (the labelled steps stay the run's)")
+    seeds: str = knob("0", "comma-separated seeds of the labels, split and head (the run's own seed reuses its labels)")
     n: int = knob(200, "validation problems to solve (>= 1)")
     skip: int = knob(400, "validation problems the verifier's own labels came from (the demo's verifier_problems)")
+    split: str = knob("validation", "problems to solve: 'validation' (choose a recipe here) or 'test' (the first n "
+                      "test problems, those of `rewind diagnose --n n`: report the spread of verifier draws there)")
 
     def __post_init__(self) -> None:
         if not self.run:
             raise ValueError("--run is required")
+        if self.split not in ("validation", "test"):
+            raise ValueError(f"--split must be 'validation' or 'test', got {self.split!r}")
         if self.n < 1 or self.skip < 0:
             raise ValueError(f"need n >= 1 and skip >= 0, got n={self.n}, skip={self.skip}")
         for name in ("epochs", "reference_problems", "seeds"):
@@ -68,7 +74,8 @@ def _train(run: Path, out: Path, *, epochs: int, reference: int, seed: int) -> d
     cfg = VerifierTrainConfig(**{**base, "out": str(out), "epochs": epochs, "reference_problems": reference,
                                  "seed": seed})
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("steps.pt", "reference_steps.pt"):  # a key mismatch makes training collect afresh
+    reuse = ["steps.pt"] + (["reference_steps.pt"] if reference == base["reference_problems"] else [])
+    for name in reuse:  # the run's labels (a key mismatch would make training collect afresh)
         src = run / "verifier_train" / name
         if src.exists() and not (out / name).exists() and seed == base["seed"]:
             shutil.copy(src, out / name)
@@ -88,11 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (run / "verifier_train" / "config.json").exists():
         raise SystemExit(f"{run} has no verifier_train/config.json: run `rewind demo` into it first")
     policy, _ = load(run, signal="policy")
-    problems = generate_problems(args.skip + args.n, seed=0, split="validation")[args.skip:]
+    if args.split == "validation":
+        problems = generate_problems(args.skip + args.n, seed=0, split="validation")[args.skip:]
+    else:
+        problems = generate_problems(args.n, seed=0, split="test")
     root = run / "verifier_budget"
-    res = root / "results.jsonl"
+    report = root if args.split == "validation" else root / "test"
+    res = report / "results.jsonl"
     beam = dict(width=4, samples=2, temperature=0.4, rank="verifier", aggregate="prod")
-    lines = ["| setting | train s | held-out sibling AUROC | τ* | beam τ=1 | 95% CI | keep-last τ* | tokens τ=1 → τ* |",
+    lines = ["| setting | train s (wall; other jobs may have shared the cores) | held-out sibling AUROC | τ* | beam τ=1 | 95% CI | keep-last τ* | tokens τ=1 → τ* |",
              "|---|---|---|---|---|---|---|---|"]
     greedy = evaluate(problems, policy=policy, method="decode", out=res, tag="greedy", threshold=None, progress=False)
     kg = sum(r["correct"] for r in greedy)
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{100 * k1 / n:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {100 * kk / n:.1f}% | "
                      f"{t1:.0f} → {tk:.0f} |")
         print(lines[-1], flush=True)
-    return write_summary(root, lines)
+    return write_summary(report, lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The step verifier's reference labels: one tree forward per problem against one forward per step.
+
+``python -m experiments.bench.reference_labels --run RUN [--problems 400] [--reps 3]`` builds the
+reference steps of ``--problems`` problems (the correct line and 3 slipped versions of every
+one-annotation line, the demo's recipe) with the frozen policy of ``RUN``: ``reference_steps``
+(``_tree_views``: the reference solution as the trunk, each slip a branch off its prefix) against the
+same rows through ``_forced_views`` (prefix + step, padded, one row per step; the way it was done
+before 2026-11-30). Times alternate (``timing.paired``); it prints the medians, their ratio, the
+forward tokens of each, and the largest difference between the two views (they must agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from experiments.bench.timing import machine, paired
+from experiments.wiring import load_run
+from verifier.splits import reference_problems
+from verifier.step_data import _forced_views, reference_steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="a run folder with a policy (rewind demo writes one)")
+    ap.add_argument("--problems", type=int, default=400, help="reference problems (>= 1)")
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions of each side (>= 1)")
+    args = ap.parse_args(argv)
+    if args.problems < 1 or args.reps < 1:
+        ap.error("--problems and --reps must be >= 1")
+    policy, _ = load_run(args.run, with_verifier=False)
+    policy.model.eval()
+    problems = reference_problems("builtin", args.problems, 0, exclude=set())
+    data = reference_steps(policy, problems, slips=3, seed=0, progress=False)
+    rows = [(data.prefix_ids[i], data.views[i].ids) for i in range(len(data))]
+    res = paired(lambda: reference_steps(policy, problems, slips=3, seed=0, progress=False),
+                 lambda: _forced_views(policy, rows, batch_size=64, progress=False, desc=""),
+                 reps=args.reps, warmup=1, device=torch.device("cpu"))
+    diff = max(float((v.hidden - h).abs().max()) for v, (h, _, _) in zip(res["ours_out"].views, res["peer_out"]))
+    trunks = sum(len(p) for p in {tuple(data.prefix_ids[i]) + tuple(data.views[i].ids) for i in range(len(data))
+                                  if data.labels[i] == 0})  # an upper bound: prefixes overlap within a problem
+    m = machine(torch.device("cpu"))
+    print(f"{m['date']}; {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads; torch {m['torch']}")
+    print(f"{args.problems} problems, {len(data)} steps ({sum(data.labels)} slipped)")
+    print(f"tree forward (one per problem): {res['ours_s']:.1f} s; per-step forward: {res['peer_s']:.1f} s; "
+          f"ratio {res['ratio']:.2f}x (median of {args.reps})")
+    print(f"per-step forward tokens: {sum(len(p) + len(s) for p, s in rows):,}; "
+          f"correct lines with their prefixes: {trunks:,}; largest |hidden difference|: {diff:.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
