@@ -83,9 +83,12 @@ def solve(cfg: DemoConfig, run: Path) -> dict:
     problems = generate_problems(cfg.eval_problems, seed=cfg.seed, split="test")
     acc = {}
     for method in METHODS:
+        # a pruned beam keeps its best child when a round prunes all (measured in `rewind diagnose`: at the
+        # calibrated τ the plain pruned beam ended some searches with no answer at all)
+        keep = {"keep_last": True} if method == "beam" else {}
         rows = evaluate(problems, policy=pol, verifier=ver, method=method, out=run / "results.jsonl", tag=method,
                         threshold=threshold, seed=cfg.seed, trees_dir=run / "trees", trees_limit=cfg.example_trees,
-                        max_new_tokens=96 if cfg.quick else 320, **_knobs(cfg, method))
+                        max_new_tokens=96 if cfg.quick else 320, **_knobs(cfg, method), **keep)
         acc[method] = sum(r["correct"] for r in rows) / len(rows)
     return {"accuracy": acc, "threshold": threshold}
 

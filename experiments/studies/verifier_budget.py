@@ -4,7 +4,7 @@ search gains from it, on validation problems, never on the test problems it is r
 ``python -m experiments.studies.verifier_budget --run RUN --epochs 4,6,12`` retrains the demo's step
 verifier of ``RUN`` (same labelled steps: ``RUN/verifier_train/steps.pt`` and
 ``reference_steps.pt`` are reused when their keys match) once per setting into
-``RUN/verifier_budget/<setting>/``, then solves ``n`` built-in validation problems the verifier
+``RUN/verifier_budget/<setting>/``, then solves (with every setting trained by an earlier call too) ``n`` built-in validation problems the verifier
 never saw (indices ``skip..skip+n``, as ``choose_search``) with the demo's step beam (W=4 M=2,
 T=0.4, prod rule) at τ = 1 and with ``keep_last`` at the verifier's calibrated threshold. It prints
 one table (training seconds, held-out sibling AUROC, beam accuracy), the run's own verifier first and writes
@@ -110,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     lines.insert(0, f"greedy: {kg}/{len(greedy)} = {100 * kg / len(greedy):.1f}%\n")
     base = json.loads((run / "verifier_train" / "config.json").read_text())
     settings = [("the run's own verifier: e{epochs}-r{reference_problems}-s{seed}".format(**base), run / "verifier_train")]
-    settings += [(f"e{e}-r{r}-s{s}", root / f"e{e}-r{r}-s{s}") for r in _ints(args.reference_problems)
-                 for e in _ints(args.epochs) for s in _ints(args.seeds)]
+    asked = {f"e{e}-r{r}-s{s}" for r in _ints(args.reference_problems) for e in _ints(args.epochs)
+             for s in _ints(args.seeds)}
+    trained = {d.name for d in root.glob("e*-r*-s*") if (d / "metrics.json").exists()}  # earlier calls: in the table too
+    settings += [(name, root / name) for name in sorted(asked | trained, key=lambda x: [int(v[1:]) for v in x.split("-")])]
     for name, folder in settings:
         if folder.parent == root:
             e, r, s = (int(x[1:]) for x in name.split("-"))
