@@ -301,3 +301,18 @@ def test_tree_views_refuse_a_step_that_is_not_where_it_says():
     out = p.model(input_ids=torch.tensor([trunk[:-3] + [9, 9]]), output_hidden_states=True)
     torch.testing.assert_close(views[1][0], out.hidden_states[-1][0, -2:], atol=1e-4, rtol=1e-4)
 
+
+
+@pytest.mark.parametrize("select", ["best", "last"])
+def test_fit_keeps_the_best_or_the_last_epoch(select):
+    train, val = _planted(n_groups=30, seed=0), _planted(n_groups=20, seed=1)
+    head, hist = fit_step_verifier(train, val, hidden_size=16, width=32, layers=1, epochs=5, batch_size=64, lr=3e-3,
+                                   dropout=0.0, patience=1, select=select, progress=False)
+    got = sibling_auroc(score_data(head, val), val.labels, val.groups)["auroc"]
+    aurocs = [h["val_sibling_auroc"] for h in hist]
+    if select == "last":  # every epoch runs (patience is ignored) and the final weights are returned
+        assert len(hist) == 5 and got == pytest.approx(aurocs[-1])
+    else:
+        assert got == pytest.approx(max(aurocs)) and (len(hist) == 5 or aurocs[-1] < max(aurocs))
+    with pytest.raises(ValueError, match="select"):
+        fit_step_verifier(train, val, hidden_size=16, epochs=1, select="first", progress=False)

@@ -42,6 +42,9 @@ class VerifierTrainConfig:
     feature_dropout: float = _f(0.5, "step: share of training steps whose policy features (hidden states, "
                                 "log-probs, entropies) are zeroed, so the token path must learn to check, in [0, 1)")
     pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")
+    step_select: Literal["best", "last"] = _f(
+        "best", "step: keep the epoch of best validation sibling AUROC ('best', early stopping) or the final, "
+        "annealed weights ('last')")
     labels: Literal["injected", "rollouts", "mc", "mix"] = _f(
         "injected", "label source: injected errors, the checker on the policy's own samples, MC completions, or all")
     task: Literal["builtin", "gsm8k"] = _f("builtin", "problems: the built-in generator (validation split) or GSM8K train")
@@ -87,6 +90,8 @@ class VerifierTrainConfig:
             raise ValueError(f"step_width must be a multiple of 4, >= 4, got {self.step_width!r}")
         if not self.search_temperature > 0 or not self.step_lr > 0 or not self.pair_weight >= 0:
             raise ValueError("search_temperature and step_lr must be > 0, pair_weight >= 0")
+        if self.step_select not in ("best", "last"):
+            raise ValueError(f"step_select must be 'best' or 'last', got {self.step_select!r}")
         if self.labels not in LABEL_KINDS:
             raise ValueError(f"labels must be one of {LABEL_KINDS}, got {self.labels!r}")
         if self.task not in ("builtin", "gsm8k"):

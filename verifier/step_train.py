@@ -114,9 +114,13 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
                       heads: int = 4, max_tokens: int = 96, dropout: float = 0.1, lr: float = 1e-3,
                       weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 30, patience: int = 5,
                       pair_weight: float = 1.0, feature_dropout: float = 0.0, seed: int = 0,
-                      fingerprint: str | None = None, digit_ids: Sequence[int] = (),
+                      fingerprint: str | None = None, digit_ids: Sequence[int] = (), select: str = "best",
                       progress: bool = True) -> tuple[StepVerifier, list[dict]]:
-    """Train a ``StepVerifier``; keep the weights of the epoch with the best validation sibling AUROC."""
+    """Train a ``StepVerifier``. ``select="best"``: keep the weights of the epoch with the best
+    validation sibling AUROC (and stop after ``patience`` epochs without one); ``"last"``: run every
+    epoch and keep the final, annealed weights (validation is still measured, for the history)."""
+    if select not in ("best", "last"):
+        raise ValueError(f"select must be 'best' or 'last', got {select!r}")
     if len(train) == 0 or not any(train.labels) or all(train.labels):
         raise ValueError(f"the step verifier needs both right and wrong steps to learn from; got {sum(train.labels)} "
                          f"wrong of {len(train)} (sample more problems or a higher temperature)")
@@ -165,10 +169,10 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
                 bad += 1
         history.append(rec)
         bar.set_postfix({k: round(v, 4) for k, v in rec.items() if isinstance(v, float)})
-        if val is not None and bad >= patience:
+        if val is not None and bad >= patience and select == "best":
             break
     bar.close()
-    if best_state is not None:
+    if best_state is not None and select == "best":
         head.load_state_dict(best_state)
     head.eval()
     return head, history
@@ -295,7 +299,7 @@ def train_step_verifier(config, policy, *, progress: bool = True):
         parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
         layers=config.step_layers, lr=config.step_lr, dropout=config.dropout or 0.1, weight_decay=config.weight_decay,
         batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
-        feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint,
+        feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint, select=config.step_select,
         digit_ids=digit_token_ids(policy.tokenizer), progress=progress)
     scale, bias = calibrate_steps(head, parts["val"])
     head.default_threshold = calibrated_threshold(head, parts["val"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ class VerifierBudgetConfig:
     run: str = knob(None, "a demo run folder (its verifier_train/ holds the labelled steps to reuse)")
     epochs: str = knob("4,6,12", "comma-separated epoch budgets of the step verifier")
     reference_problems: str = knob("4000", "comma-separated reference-problem counts (0: none)")
+    select: str = knob("best", "comma-separated epoch choices: 'best' (best validation sibling AUROC, early "
+                       "stopping: the demo's) and/or 'last' (the final, annealed weights); 'last' adds -last to the name")
     seeds: str = knob("0", "comma-separated seeds of the labels, split and head (the run's own seed reuses its labels)")
     n: int = knob(200, "validation problems to solve (>= 1)")
     skip: int = knob(400, "validation problems the verifier's own labels came from (the demo's verifier_problems)")
@@ -49,6 +52,8 @@ class VerifierBudgetConfig:
             raise ValueError("--run is required")
         if self.split not in ("validation", "test"):
             raise ValueError(f"--split must be 'validation' or 'test', got {self.split!r}")
+        if not set(self.select.split(",")) <= {"best", "last"}:
+            raise ValueError(f"--select takes best and/or last, got {self.select!r}")
         if self.n < 1 or self.skip < 0:
             raise ValueError(f"need n >= 1 and skip >= 0, got n={self.n}, skip={self.skip}")
         for name in ("epochs", "reference_problems", "seeds"):
@@ -64,7 +69,14 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
 
 
-def _train(run: Path, out: Path, *, epochs: int, reference: int, seed: int) -> dict:
+_NAME = re.compile(r"e(\d+)-r(\d+)-s(\d+)(-last)?")
+
+
+def _name(epochs: int, reference: int, seed: int, select: str) -> str:
+    return f"e{epochs}-r{reference}-s{seed}" + ("-last" if select == "last" else "")
+
+
+def _train(run: Path, out: Path, *, epochs: int, reference: int, seed: int, select: str) -> dict:
     """Train one verifier into ``out`` (skipped when its metrics exist); returns its metrics plus
     ``train_s`` (wall seconds of this call's training, labels reused)."""
     done = out / "metrics.json"
@@ -72,7 +84,7 @@ def _train(run: Path, out: Path, *, epochs: int, reference: int, seed: int) -> d
         return json.loads(done.read_text())
     base = json.loads((run / "verifier_train" / "config.json").read_text())
     cfg = VerifierTrainConfig(**{**base, "out": str(out), "epochs": epochs, "reference_problems": reference,
-                                 "seed": seed})
+                                 "seed": seed, "step_select": select})
     out.mkdir(parents=True, exist_ok=True)
     reuse = ["steps.pt"] + (["reference_steps.pt"] if reference == base["reference_problems"] else [])
     for name in reuse:  # the run's labels (a key mismatch would make training collect afresh)
@@ -110,14 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     lines.insert(0, f"greedy: {kg}/{len(greedy)} = {100 * kg / len(greedy):.1f}%\n")
     base = json.loads((run / "verifier_train" / "config.json").read_text())
     settings = [("the run's own verifier: e{epochs}-r{reference_problems}-s{seed}".format(**base), run / "verifier_train")]
-    asked = {f"e{e}-r{r}-s{s}" for r in _ints(args.reference_problems) for e in _ints(args.epochs)
-             for s in _ints(args.seeds)}
-    trained = {d.name for d in root.glob("e*-r*-s*") if (d / "metrics.json").exists()}  # earlier calls: in the table too
-    settings += [(name, root / name) for name in sorted(asked | trained, key=lambda x: [int(v[1:]) for v in x.split("-")])]
+    asked = {_name(e, r, s, sel) for r in _ints(args.reference_problems) for e in _ints(args.epochs)
+             for s in _ints(args.seeds) for sel in args.select.split(",")}
+    trained = {d.name for d in root.iterdir() if _NAME.fullmatch(d.name) and (d / "metrics.json").exists()} \
+        if root.exists() else set()  # settings of earlier calls are in the table too
+    order = lambda x: (*(int(v) for v in _NAME.fullmatch(x).groups()[:3]), x.endswith("-last"))  # noqa: E731
+    settings += [(name, root / name) for name in sorted(asked | trained, key=order)]
     for name, folder in settings:
         if folder.parent == root:
-            e, r, s = (int(x[1:]) for x in name.split("-"))
-            m = _train(run, folder, epochs=e, reference=r, seed=s)
+            e, r, s, last = _NAME.fullmatch(name).groups()
+            m = _train(run, folder, epochs=int(e), reference=int(r), seed=int(s), select="last" if last else "best")
         else:
             m = json.loads((folder / "metrics.json").read_text())
         ver = load_verifier_for(folder / "verifier", policy)
