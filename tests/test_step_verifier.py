@@ -16,7 +16,7 @@ from verifier import load_verifier
 from verifier.baselines import CheckerOracle, LogprobRanker, RandomRanker
 from verifier.step_data import StepData, step_label
 from verifier.step_head import StepVerifier, collate_steps
-from verifier.step_train import calibrate_steps, fit_step_verifier, score_data, sibling_auroc
+from verifier.step_train import batch_of, calibrate_steps, fit_step_verifier, score_data, sibling_auroc
 
 
 @pytest.mark.parametrize("bias", [0.0, 2.5])
@@ -89,7 +89,6 @@ def test_one_step_changes_every_parameter_group():
                for v in d.views]  # token ids 3..8; 5..8 are "digits" below
     head = StepVerifier(16, width=32, layers=1, dropout=0.0, digit_ids=(5, 6, 7, 8))
     before = {k: v.clone() for k, v in head.state_dict().items()}
-    from verifier.step_train import batch_of
 
     b = batch_of(d, range(len(d)), head)
     assert b.place[0].tolist() == [0, 0, 4, 3, 2, 1]
@@ -306,7 +305,7 @@ def test_tree_views_refuse_a_step_that_is_not_where_it_says():
 @pytest.mark.parametrize("select", ["best", "last"])
 def test_fit_keeps_the_best_or_the_last_epoch(select):
     train, val = _planted(n_groups=30, seed=0), _planted(n_groups=20, seed=1)
-    head, hist = fit_step_verifier(train, val, hidden_size=16, width=32, layers=1, epochs=5, batch_size=64, lr=3e-3,
+    head, hist = fit_step_verifier(train, val, hidden_size=16, width=32, layers=1, epochs=5, batch_size=16, lr=3e-3,
                                    dropout=0.0, patience=1, select=select, progress=False)
     got = sibling_auroc(score_data(head, val), val.labels, val.groups)["auroc"]
     aurocs = [h["val_sibling_auroc"] for h in hist]
@@ -316,3 +315,7 @@ def test_fit_keeps_the_best_or_the_last_epoch(select):
         assert got == pytest.approx(max(aurocs)) and (len(hist) == 5 or aurocs[-1] < max(aurocs))
     with pytest.raises(ValueError, match="select"):
         fit_step_verifier(train, val, hidden_size=16, epochs=1, select="first", progress=False)
+    # a run of very few optimiser steps (no room for a warm-up phase) trains at a constant rate
+    tiny, tiny_hist = fit_step_verifier(_planted(n_groups=4), None, hidden_size=16, width=32, layers=1, epochs=2,
+                                        batch_size=256, progress=False)
+    assert len(tiny_hist) == 2 and torch.isfinite(tiny.raw_logits(batch_of(val, range(4), tiny))).all()

@@ -135,7 +135,10 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
     groups_all = torch.tensor(train.groups)
     n_batches = math.ceil(len(train) / batch_size)
     total = epochs * n_batches
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+    if total >= 20:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+    else:  # too few steps for a warm-up phase of whole steps (OneCycleLR divides by zero): a constant rate
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     best, best_state, history, bad = -1.0, None, [], 0
     bar = tqdm(total=total, desc="step verifier", disable=not progress)
     for epoch in range(epochs):
