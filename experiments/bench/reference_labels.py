@@ -12,23 +12,35 @@ forward tokens of each, and the largest difference between the two views (they m
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import torch
 
 from experiments.bench.timing import machine, paired
+from experiments.flags import add_config_flags, config_from_args
 from experiments.wiring import load_run
+from search.knobs import knob
 from verifier.splits import reference_problems
 from verifier.step_data import _forced_views, reference_steps
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReferenceLabelsBench:
+    run: str = knob(None, "a run folder with a policy (rewind demo writes one)")
+    problems: int = knob(400, "reference problems (>= 1)")
+    reps: int = knob(3, "timed repetitions of each side (>= 1)")
+
+    def __post_init__(self) -> None:
+        if not self.run:
+            raise ValueError("--run is required")
+        if self.problems < 1 or self.reps < 1:
+            raise ValueError(f"--problems and --reps must be >= 1, got {self.problems} and {self.reps}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True, help="a run folder with a policy (rewind demo writes one)")
-    ap.add_argument("--problems", type=int, default=400, help="reference problems (>= 1)")
-    ap.add_argument("--reps", type=int, default=3, help="timed repetitions of each side (>= 1)")
-    args = ap.parse_args(argv)
-    if args.problems < 1 or args.reps < 1:
-        ap.error("--problems and --reps must be >= 1")
+    add_config_flags(ap, ReferenceLabelsBench)
+    args = config_from_args(ap.parse_args(argv), ReferenceLabelsBench)
     policy, _ = load_run(args.run, with_verifier=False)
     policy.model.eval()
     problems = reference_problems("builtin", args.problems, 0, exclude=set())
