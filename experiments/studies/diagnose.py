@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.studies.backtracks import EFFECT_KEYS, backtrack_effects, with_rates
-from experiments.studies.evaluate import evaluate
-from experiments.studies.stats import mcnemar, wilson
+from experiments.studies.evaluate import evaluate, method_row
+from experiments.studies.stats import mcnemar
 from experiments.wiring import load_run
 from policy.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 from policy.data import generate_problems, load_gsm8k
@@ -155,14 +155,6 @@ def _sampling(cfg: DiagnoseConfig, policy, problems) -> dict:
     return out
 
 
-def _method_row(rows: list[dict]) -> dict:
-    k, n = sum(r["correct"] for r in rows), len(rows)
-    lo, hi = wilson(k, n)
-    toks = [r["stats"].get("tokens_generated", 0) for r in rows]
-    return {"correct": k, "n": n, "accuracy": k / n, "ci95": [lo, hi], "tokens_generated": sum(toks) / n,
-            "by_problem": {r["problem_id"]: bool(r["correct"]) for r in rows}}
-
-
 def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) -> dict:
     res = out / "results.jsonl"
     lim = {"max_depth": cfg.max_depth, "max_step_tokens": cfg.max_step_tokens}
@@ -184,7 +176,7 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
         log(f"[diagnose] {name}")
         rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name, threshold=1.0,
                       seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
-        rows[name] = _method_row(rs)
+        rows[name] = method_row(rs)
     sweep = [(t, f"beam verifier τ={t:g}{KEEP}", "beam", verifier, {**beam, "rank": "verifier", "aggregate": cfg.aggregate,
                                                                "keep_last": True})
              for t in cfg.threshold_list if t < 1.0]
@@ -198,7 +190,7 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
         log(f"[diagnose] {name}")
         rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name, threshold=t,
                       seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
-        rows[name] = _method_row(rs)
+        rows[name] = method_row(rs)
     return rows
 
 

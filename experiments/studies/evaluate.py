@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import search
 from experiments.studies.backtracks import backtrack_effects
+from experiments.studies.stats import wilson
 from policy.atomic import append_jsonl, atomic_write_text
 from policy.data import answers_match, extract_answer, format_prompt
 from policy.generate import generate
@@ -134,6 +135,16 @@ def _used_threshold(threshold: float | None, verifier: Any, knobs: dict) -> floa
     """The threshold ``search.solve_many`` prunes at for these arguments (``search.solve.pruning_threshold``)."""
     t = threshold if threshold is not None else knobs.get("threshold")
     return pruning_threshold(SearchConfig() if t is None else SearchConfig(threshold=t), verifier, given=t is not None)
+
+
+def method_row(rows: Sequence[dict]) -> dict:
+    """One method's result rows in numbers: correct, n, accuracy, its 95% Wilson interval, mean
+    generated tokens per problem, and right/wrong per problem id (for paired tests)."""
+    k, n = sum(r["correct"] for r in rows), len(rows)
+    lo, hi = wilson(k, n)
+    toks = [r["stats"].get("tokens_generated", 0) for r in rows]
+    return {"correct": k, "n": n, "accuracy": k / n, "ci95": [lo, hi], "tokens_generated": sum(toks) / n,
+            "by_problem": {r["problem_id"]: bool(r["correct"]) for r in rows}}
 
 
 def write_summary(out: str | os.PathLike, lines: Sequence[str]) -> int:

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.flags import add_config_flags, config_from_args
-from experiments.studies.evaluate import evaluate, write_summary
-from experiments.studies.stats import wilson
+from experiments.studies.evaluate import evaluate, method_row, write_summary
 from experiments.wiring import load, load_verifier_for
 from policy.atomic import atomic_write_json
 from policy.data import generate_problems
@@ -76,13 +75,12 @@ def _name(epochs: int, reference: int, seed: int, select: str) -> str:
     return f"e{epochs}-r{reference}-s{seed}" + ("-last" if select == "last" else "")
 
 
-def _train(run: Path, out: Path, *, epochs: int, reference: int, seed: int, select: str) -> dict:
+def _train(run: Path, base: dict, out: Path, *, epochs: int, reference: int, seed: int, select: str) -> dict:
     """Train one verifier into ``out`` (skipped when its metrics exist); returns its metrics plus
-    ``train_s`` (wall seconds of this call's training, labels reused)."""
+    ``train_s`` (wall seconds of this call's training, labels reused). ``base``: the run's verifier config."""
     done = out / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
-    base = json.loads((run / "verifier_train" / "config.json").read_text())
     cfg = VerifierTrainConfig(**{**base, "out": str(out), "epochs": epochs, "reference_problems": reference,
                                  "seed": seed, "step_select": select})
     out.mkdir(parents=True, exist_ok=True)
@@ -118,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| setting | train s (wall; other jobs may have shared the cores) | held-out sibling AUROC | τ* | beam τ=1 | 95% CI | keep-last τ* | tokens τ=1 → τ* |",
              "|---|---|---|---|---|---|---|---|"]
     greedy = evaluate(problems, policy=policy, method="decode", out=res, tag="greedy", threshold=None, progress=False)
-    kg = sum(r["correct"] for r in greedy)
-    lines.insert(0, f"greedy: {kg}/{len(greedy)} = {100 * kg / len(greedy):.1f}%\n")
+    g = method_row(greedy)
+    lines.insert(0, f"greedy: {g['correct']}/{g['n']} = {100 * g['accuracy']:.1f}%\n")
     base = json.loads((run / "verifier_train" / "config.json").read_text())
     settings = [("the run's own verifier: e{epochs}-r{reference_problems}-s{seed}".format(**base), run / "verifier_train")]
     asked = {_name(e, r, s, sel) for r in _ints(args.reference_problems) for e in _ints(args.epochs)
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, folder in settings:
         if folder.parent == root:
             e, r, s, last = _NAME.fullmatch(name).groups()
-            m = _train(run, folder, epochs=int(e), reference=int(r), seed=int(s), select="last" if last else "best")
+            m = _train(run, base, folder, epochs=int(e), reference=int(r), seed=int(s), select="last" if last else "best")
         else:
             m = json.loads((folder / "metrics.json").read_text())
         ver = load_verifier_for(folder / "verifier", policy)
@@ -140,14 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                       threshold=1.0, progress=False, **beam)
         rk = evaluate(problems, policy=policy, verifier=ver, method="beam", out=res,
                       tag=f"{name} keep-last τ={tau:g}", threshold=tau, keep_last=True, progress=False, **beam)
-        k1, kk, n = sum(r["correct"] for r in r1), sum(r["correct"] for r in rk), len(r1)
-        lo, hi = wilson(k1, n)
-        t1 = sum(r["stats"].get("tokens_generated", 0) for r in r1) / n
-        tk = sum(r["stats"].get("tokens_generated", 0) for r in rk) / n
+        a, b = method_row(r1), method_row(rk)
+        lo, hi = a["ci95"]
         sib = m["test"]["rankers"]["verifier"]["sibling_auroc"]
         lines.append(f"| {name} | {m.get('train_s', float('nan')):.0f} | {sib:.3f} | {tau:g} | "
-                     f"{100 * k1 / n:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {100 * kk / n:.1f}% | "
-                     f"{t1:.0f} → {tk:.0f} |")
+                     f"{100 * a['accuracy']:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {100 * b['accuracy']:.1f}% | "
+                     f"{a['tokens_generated']:.0f} → {b['tokens_generated']:.0f} |")
         print(lines[-1], flush=True)
     return write_summary(report, lines)
 
