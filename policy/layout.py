@@ -117,22 +117,28 @@ class RewindCounter:
         return k, deleted
 
 
-def _simulate(ids: list[int], backtrack_id: int, prompt_len: int, *, want_rows: bool):
-    """Feed ``ids`` through a simulated cache. Returns (alive indices, events, rows, positions).
+def _simulate(ids: list[int], backtrack_id: int, prompt_len: int):
+    """Feed ``ids`` through a simulated cache. Returns (alive indices, events, deaths, positions).
 
-    ``rows[t]`` lists the raw indices in the cache when t is fed (t itself included).
-    Prompt tokens are never backspaces: a ⟨b⟩ id inside the prompt is an ordinary token.
+    The cache is a stack: a closed ⟨b⟩-run drops its own ⟨b⟩ and the tokens it deletes from the
+    end, before the next token is fed. ``deaths[k]`` is the raw index of the token fed right after
+    k left the cache (``len(ids)`` if it never left), so the cache when t is fed holds exactly the
+    k <= t with ``deaths[k] > t``. Prompt tokens are never backspaces: a ⟨b⟩ id inside the prompt is
+    an ordinary token.
     """
     cache: list[int] = []  # raw indices currently in the cache, in order
     run_start = 0  # raw index of the first ⟨b⟩ of the run in progress
     sim = RewindCounter()
     events: list[RunEvent] = []
-    rows: list[list[int]] = []
+    deaths = [len(ids)] * len(ids)
     positions: list[int] = []
 
-    def drop(closed: tuple[int, int]) -> None:
+    def drop(closed: tuple[int, int], t: int) -> None:
         k, deleted = closed
-        del cache[len(cache) - k - deleted:]
+        cut = len(cache) - k - deleted
+        for gone in cache[cut:]:
+            deaths[gone] = t
+        del cache[cut:]
         events.append(RunEvent(start=run_start, length=k, deleted=deleted))
 
     for t, tok in enumerate(ids):
@@ -142,14 +148,12 @@ def _simulate(ids: list[int], backtrack_id: int, prompt_len: int, *, want_rows: 
                 run_start = t
             closed = sim.feed(is_b)
             if closed:
-                drop(closed)
+                drop(closed, t)
         positions.append(len(cache))
         cache.append(t)
-        if want_rows:
-            rows.append(list(cache))
     if sim.run:
-        drop(sim.close())
-    return cache, events, rows, positions
+        drop(sim.close(), len(ids))
+    return cache, events, deaths, positions
 
 
 def backspace_trace(
@@ -157,7 +161,7 @@ def backspace_trace(
 ) -> BackspaceTrace:
     """Apply the backspaces in ``ids`` and report which raw tokens survive and every run."""
     ids = _validate(ids, backtrack_id, prompt_len, vocab_size)
-    alive, events, _, _ = _simulate(ids, backtrack_id, prompt_len, want_rows=False)
+    alive, events, _, _ = _simulate(ids, backtrack_id, prompt_len)
     return BackspaceTrace(alive=tuple(alive), events=tuple(events))
 
 
@@ -170,7 +174,7 @@ def apply_backspaces(
     (see ``backspace_trace(...).surplus``). Example: ``P x1 x2 x3 ⟨b⟩ ⟨b⟩ y`` → ``P x1 y``.
     """
     ids = _validate(ids, backtrack_id, prompt_len, vocab_size)
-    alive, _, _, _ = _simulate(ids, backtrack_id, prompt_len, want_rows=False)
+    alive, _, _, _ = _simulate(ids, backtrack_id, prompt_len)
     return [ids[i] for i in alive]
 
 
@@ -186,12 +190,11 @@ def cache_layout(
     ids = _validate(ids, backtrack_id, prompt_len, vocab_size)
     if not ids:
         raise ValueError("cache_layout needs at least one token (got an empty sequence)")
-    _, _, rows, positions = _simulate(ids, backtrack_id, prompt_len, want_rows=True)
-    L = len(ids)
-    attention = torch.zeros(L, L, dtype=torch.bool)
-    # one scatter instead of L indexing ops: the per-row loop dominated collation time in training
-    query = torch.repeat_interleave(torch.arange(L), torch.tensor([len(row) for row in rows]))
-    attention[query, torch.tensor([s for row in rows for s in row], dtype=torch.long)] = True
+    _, _, deaths, positions = _simulate(ids, backtrack_id, prompt_len)
+    # query t reads key k iff k was fed by then and had not left the cache: k <= t < deaths[k]
+    # (one broadcast comparison: building the rows as lists dominated collation in training)
+    t = torch.arange(len(ids))
+    attention = (t[None, :] <= t[:, None]) & (torch.tensor(deaths)[None, :] > t[:, None])
     return CacheLayout(attention=attention, position_ids=torch.tensor(positions, dtype=torch.long))
 
 

@@ -57,6 +57,9 @@ class TrainConfig:
     num_epochs: float = _f(2.0, "passes over the training examples (> 0)")
     batch_size: int = _f(32, "examples per device per step (>= 1)")
     grad_accum: int = _f(1, "gradient accumulation steps (>= 1)")
+    group_by_length: bool = _f(False, "batch examples of similar length (transformers' length-grouped sampler): a "
+                               "sixth fewer tokens computed on the built-in task, but there it trained worse (eval loss "
+                               "0.71 vs 0.53 after 120 steps: a batch of one length is one template)", flag=True)
     lr: float | None = _f(None, f"peak learning rate (> 0); default: {LR_TINY} for the built-in tiny policy, "
                           f"{LR_LORA} for LoRA, {LR_FULL} for full fine-tuning of a pretrained model")
     lr_scheduler: str = _f("cosine", "transformers scheduler name (cosine, linear, constant, constant_with_warmup, "

@@ -57,3 +57,18 @@ def test_line_fit_recovers_a_line():
     fit = line_fit([1, 8, 64], [0.5 + 2 * x for x in (1, 8, 64)])
     assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(0.5)
     assert line_fit([1, 2, 4], [3, 6, 12])["exponent"] == pytest.approx(1)
+
+
+def test_train_throughput_puts_fp32_and_bf16_side_by_side(tmp_path):
+    from experiments.bench import train_throughput
+
+    assert train_throughput.main(["--out", str(tmp_path), "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                                  "--num-problems", "4", "--modes", "clean,hard", "--precision", "both"]) == 0
+    rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
+    assert [(r["mode"], r["precision"]) for r in rows] == [("clean", "fp32"), ("hard", "fp32"), ("clean", "bf16"),
+                                                          ("hard", "bf16")]
+    assert all(r["tokens"] > 0 and math.isfinite(r["tokens_per_s"]) for r in rows)
+    table = (tmp_path / "throughput.md").read_text()
+    assert "| hard | bf16 |" in table and "× fp32" in table
+    with pytest.raises(SystemExit):
+        train_throughput.main(["--out", str(tmp_path), "--precision", "fp16"])

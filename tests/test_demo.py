@@ -108,7 +108,35 @@ def test_solve_stage_threshold_is_the_flag_else_the_verifiers_calibrated_one():
         DemoConfig(out="x", threshold=1.5)
 
 
-@pytest.mark.parametrize("bad", [{"verifier_epochs": 0}, {"reference_problems": -1}, {"diagnose_thresholds": (0.5, 1.2)}])
+def test_a_stage_runs_in_a_fresh_process_and_its_error_reaches_the_caller(tmp_path, monkeypatch):
+    from experiments.studies import demo_stages
+    from experiments.studies.demo import DemoConfig, isolated
+
+    run = tmp_path / "empty"
+    run.mkdir()
+    cfg = DemoConfig(out=str(run), quick=True).resolved()
+    with pytest.raises(Exception) as here:
+        demo_stages.solve(cfg, run)
+    # the child imports demo_stages afresh: a patch in this process does not reach it
+    monkeypatch.setattr(demo_stages, "solve", lambda *_: {"patched": True})
+    with pytest.raises(type(here.value), match=re.escape(str(here.value))):
+        isolated("solve", cfg, run)
+
+
+def test_demo_precision_resolves_auto_on_this_machine(monkeypatch):
+    from experiments.studies import demo_stages
+    from experiments.studies.demo import DemoConfig
+
+    assert demo_stages.training_precision(DemoConfig(out="x", precision="fp32")) == "fp32"
+    monkeypatch.setattr(demo_stages, "native_bf16", lambda: True)
+    assert demo_stages.training_precision(DemoConfig(out="x")) == "bf16"
+    monkeypatch.setattr(demo_stages, "native_bf16", lambda: False)
+    assert demo_stages.training_precision(DemoConfig(out="x")) == "fp32"
+    assert demo_stages.training_precision(DemoConfig(out="x", precision="bf16")) == "bf16"
+
+
+@pytest.mark.parametrize("bad", [{"verifier_epochs": 0}, {"reference_problems": -1}, {"diagnose_thresholds": (0.5, 1.2)},
+                                 {"precision": "fp16"}])
 def test_demo_refuses_bad_verifier_and_diagnose_knobs(bad):
     from experiments.studies.demo import DemoConfig
 

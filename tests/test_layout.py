@@ -66,6 +66,34 @@ def test_cache_layout_invariants(ids, data):
         assert sorted(trace.alive) == att[-1].nonzero().flatten().tolist()
 
 
+def reference_rows(ids, prompt_len):
+    """An independent replay of the inference cache as a list: ⟨b⟩ tokens enter the cache while
+    their run lasts; the next text token first drops the run and as many generated tokens before
+    it (never the prompt). ``rows[t]``: the raw indices in the cache when t is fed, t included."""
+    cache, run, rows = [], 0, []
+    for t, tok in enumerate(ids):
+        if t >= prompt_len and tok == B:
+            run += 1
+        elif run:
+            del cache[len(cache) - run:]
+            deletable = sum(1 for k in cache if k >= prompt_len)
+            del cache[len(cache) - min(run, deletable):]
+            run = 0
+        cache.append(t)
+        rows.append(list(cache))
+    return rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([1, 2, 3, B, B]), min_size=1, max_size=60), st.data())
+def test_cache_layout_equals_a_list_replay_of_the_cache(ids, data):
+    p = data.draw(st.integers(0, len(ids)))
+    lay = cache_layout(ids, B, prompt_len=p)
+    rows = reference_rows(ids, p)
+    assert [r.nonzero().flatten().tolist() for r in lay.attention] == rows
+    assert lay.position_ids.tolist() == [len(r) - 1 for r in rows]
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 8), min_size=1, max_size=30))
 def test_layout_without_backtracks_is_causal(ids):

@@ -14,6 +14,7 @@ import search
 from search.interfaces import StepView
 from verifier import load_verifier
 from verifier.baselines import CheckerOracle, LogprobRanker, RandomRanker
+from verifier.config import VerifierTrainConfig
 from verifier.step_data import StepData, step_label
 from verifier.step_head import StepVerifier, collate_steps
 from verifier.step_train import batch_of, calibrate_steps, fit_step_verifier, score_data, sibling_auroc
@@ -81,6 +82,19 @@ def test_fit_learns_a_planted_signal_and_ranks_siblings():
     rnd = RandomRanker(0).score_steps(test.views).tolist()
     assert sibling_auroc(rnd, test.labels, test.groups)["auroc"] < 0.75
     assert hist and "val_sibling_auroc" in hist[-1]
+
+
+def test_bf16_autocast_training_learns_the_planted_signal_with_fp32_weights():
+    train, test = _planted(seed=0), _planted(n_groups=40, seed=1)
+    head, _ = fit_step_verifier(train, test, hidden_size=16, width=32, layers=1, epochs=12, batch_size=64,
+                                lr=3e-3, dropout=0.0, precision="bf16", progress=False)
+    assert all(p.dtype == torch.float32 for p in head.parameters())
+    s = score_data(head, test)
+    assert sibling_auroc(s, test.labels, test.groups)["auroc"] > 0.9
+    with pytest.raises(ValueError, match="precision"):
+        fit_step_verifier(train, test, hidden_size=16, epochs=1, precision="fp16", progress=False)
+    with pytest.raises(ValueError, match="precision"):
+        VerifierTrainConfig(out="x", policy="tiny", precision="half")
 
 
 def test_one_step_changes_every_parameter_group():

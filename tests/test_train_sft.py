@@ -10,7 +10,14 @@ from transformers import TrainerCallback
 
 from policy import apply_backspaces, char_tokenizer, load_policy, tiny_policy
 from policy.model import Policy
-from policy.sft import COMPLETE_MARKER, fit, last_complete_checkpoint, resolve_policy_dir, start_policy
+from policy.sft import (
+    COMPLETE_MARKER,
+    fit,
+    last_complete_checkpoint,
+    resolve_policy_dir,
+    start_policy,
+    training_arguments,
+)
 from policy.train_config import TrainConfig
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64, max_positions=128)
@@ -67,6 +74,22 @@ def test_hard_mode_trains_with_eager_attention_and_float_mask(tmp_path):
     log = json.loads((tmp_path / "hard" / "metrics.json").read_text())["log_history"]
     losses = [r["loss"] for r in log if "loss" in r]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_bf16_autocast_and_length_grouped_batches_train_fp32_weights(tmp_path):
+    policy = toy_policy()
+    rows = toy_rows(policy.tokenizer, policy.backtrack_id, 16)
+    data = Dataset.from_list(rows)
+    cfg = config(tmp_path, "hard", max_steps=8, precision="bf16", group_by_length=True)
+    args = training_arguments(cfg)
+    assert args.train_sampling_strategy == "group_by_length" and args.bf16
+    assert training_arguments(config(tmp_path, "hard")).train_sampling_strategy == "random"
+    out = fit(policy, data, data.select(range(4)), cfg)
+    log = json.loads((out / "metrics.json").read_text())["log_history"]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 8 and all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    loaded = load_policy(out / "policy")
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
 
 
 def test_bad_input_fails_before_training(tmp_path):

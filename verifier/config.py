@@ -45,6 +45,9 @@ class VerifierTrainConfig:
     step_select: Literal["best", "last"] = _f(
         "best", "step: keep the epoch of best validation sibling AUROC ('best', early stopping) or the final, "
         "annealed weights ('last')")
+    precision: Literal["fp32", "bf16"] = _f(
+        "fp32", "step: autocast of the step verifier's training forward (bf16: faster where the hardware has "
+        "native bf16; the weights stay fp32 and scoring stays fp32)")
     labels: Literal["injected", "rollouts", "mc", "mix"] = _f(
         "injected", "label source: injected errors, the checker on the policy's own samples, MC completions, or all")
     task: Literal["builtin", "gsm8k"] = _f("builtin", "problems: the built-in generator (validation split) or GSM8K train")
@@ -90,6 +93,8 @@ class VerifierTrainConfig:
             raise ValueError(f"step_width must be a multiple of 4, >= 4, got {self.step_width!r}")
         if not self.search_temperature > 0 or not self.step_lr > 0 or not self.pair_weight >= 0:
             raise ValueError("search_temperature and step_lr must be > 0, pair_weight >= 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.step_select not in ("best", "last"):
             raise ValueError(f"step_select must be 'best' or 'last', got {self.step_select!r}")
         if self.labels not in LABEL_KINDS:

@@ -393,17 +393,18 @@ def _tree_views(policy: Policy, trees: Sequence[tuple[Sequence[int], Sequence[tu
         L = max(len(c[0]) for c in chunk)
         input_ids = torch.full((len(chunk), L), pad, dtype=torch.long)
         positions = torch.zeros(len(chunk), L, dtype=torch.long)
-        allowed = torch.zeros(len(chunk), L, L, dtype=torch.bool)
-        allowed[:, torch.arange(L), torch.arange(L)] = True  # padding rows read themselves (never read by real rows)
+        # row r reads keys [lo, hi) and [blo, bhi); padding rows read themselves (never read by real rows)
+        spans = torch.tensor([[r, r + 1, 0, 0] for r in range(L)]).repeat(len(chunk), 1, 1)  # (B, L, 4)
         for b, (ids, pos, reads, _) in enumerate(chunk):
             input_ids[b, : len(ids)] = torch.tensor(ids)
             positions[b, : len(ids)] = torch.tensor(pos)
-            for r, (lo, hi, branch) in enumerate(reads):
-                allowed[b, r, lo:hi] = True
-                if branch is not None:
-                    allowed[b, r, branch[0]:branch[1]] = True
-        dtype = next(model.parameters()).dtype
-        res = model(input_ids=input_ids.to(policy.device), attention_mask=layout_to_4d_mask(allowed, dtype).to(policy.device),
+            spans[b, : len(reads)] = torch.tensor([(lo, hi, *(branch or (0, 0))) for lo, hi, branch in reads])
+        k = torch.arange(L)
+        lo, hi, blo, bhi = (spans[..., i, None] for i in range(4))  # each (B, L, 1)
+        allowed = ((k >= lo) & (k < hi)) | ((k >= blo) & (k < bhi))  # (B, L, L)
+        sdpa = getattr(model.config, "_attn_implementation", "eager") == "sdpa"
+        mask = allowed.unsqueeze(1) if sdpa else layout_to_4d_mask(allowed, next(model.parameters()).dtype)
+        res = model(input_ids=input_ids.to(policy.device), attention_mask=mask.to(policy.device),
                     position_ids=positions.to(policy.device), output_hidden_states=True)
         hidden, logits = res.hidden_states[-1].float().cpu(), res.logits.float().cpu()
         for b, (ids, _, _, where) in enumerate(chunk):

@@ -115,12 +115,16 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
                       weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 30, patience: int = 5,
                       pair_weight: float = 1.0, feature_dropout: float = 0.0, seed: int = 0,
                       fingerprint: str | None = None, digit_ids: Sequence[int] = (), select: str = "best",
-                      progress: bool = True) -> tuple[StepVerifier, list[dict]]:
+                      precision: str = "fp32", progress: bool = True) -> tuple[StepVerifier, list[dict]]:
     """Train a ``StepVerifier``. ``select="best"``: keep the weights of the epoch with the best
     validation sibling AUROC (and stop after ``patience`` epochs without one); ``"last"``: run every
-    epoch and keep the final, annealed weights (validation is still measured, for the history)."""
+    epoch and keep the final, annealed weights (validation is still measured, for the history).
+    ``precision="bf16"``: the training forward runs under bf16 autocast (fp32 weights, loss and
+    optimiser; validation scoring in fp32)."""
     if select not in ("best", "last"):
         raise ValueError(f"select must be 'best' or 'last', got {select!r}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     if len(train) == 0 or not any(train.labels) or all(train.labels):
         raise ValueError(f"the step verifier needs both right and wrong steps to learn from; got {sum(train.labels)} "
                          f"wrong of {len(train)} (sample more problems or a higher temperature)")
@@ -148,7 +152,9 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
             if sched.last_epoch + 1 >= total:
                 break
             idx = torch.tensor(rows)
-            logits = head.raw_logits(_drop_features(batch_of(train, rows, head), feature_dropout))
+            with torch.autocast(head.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = head.raw_logits(_drop_features(batch_of(train, rows, head), feature_dropout))
+            logits = logits.float()
             y, g = labels_all[idx], groups_all[idx]
             loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
             loss = loss + pair_weight * _pair_loss(logits, y, g)
@@ -303,7 +309,7 @@ def train_step_verifier(config, policy, *, progress: bool = True):
         layers=config.step_layers, lr=config.step_lr, dropout=config.dropout or 0.1, weight_decay=config.weight_decay,
         batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
         feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint, select=config.step_select,
-        digit_ids=digit_token_ids(policy.tokenizer), progress=progress)
+        digit_ids=digit_token_ids(policy.tokenizer), precision=config.precision, progress=progress)
     scale, bias = calibrate_steps(head, parts["val"])
     head.default_threshold = calibrated_threshold(head, parts["val"])
     test = evaluate_steps(head, parts["test"], seed=config.seed)

@@ -16,7 +16,7 @@ from experiments.studies.threshold_sweep import SweepConfig, run_sweep
 from experiments.wiring import load_run
 from policy.atomic import atomic_write_text
 from policy.data import generate_problems
-from policy.sft import last_complete_checkpoint, train_sft
+from policy.sft import last_complete_checkpoint, native_bf16, train_sft
 from policy.train_config import TrainConfig
 from verifier.config import VerifierTrainConfig
 from verifier.step_train import step_summary
@@ -43,15 +43,23 @@ def _knobs(cfg: DemoConfig, method: str) -> dict:
     return knobs
 
 
+def training_precision(cfg: DemoConfig) -> str:
+    """``cfg.precision`` with ``auto`` resolved on this machine (``policy.sft.native_bf16``)."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    return "bf16" if native_bf16() else "fp32"
+
+
 def train_policy(cfg: DemoConfig, run: Path) -> dict:
     out = run / "train"
     resume = last_complete_checkpoint(out / "checkpoints") is not None
+    precision = training_precision(cfg)
     tc = TrainConfig(out=str(out), mode="hard", model="tiny", task="builtin", num_problems=cfg.train_problems,
                      num_epochs=cfg.train_epochs, max_steps=cfg.max_train_steps, seed=cfg.seed, resume=resume,
-                     num_eval=32 if cfg.quick else 128)
+                     num_eval=32 if cfg.quick else 128, precision=precision)
     train_sft(tc)
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}}
+    return {"metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}, "precision": precision}
 
 
 def train_verifier(cfg: DemoConfig, run: Path) -> dict:
@@ -59,7 +67,8 @@ def train_verifier(cfg: DemoConfig, run: Path) -> dict:
                              num_problems=cfg.verifier_problems, seed=cfg.seed, beam_width=cfg.beam_width,
                              beam_samples=4 if not cfg.quick else 2, epochs=cfg.verifier_epochs,
                              max_depth=4 if cfg.quick else 12, max_step_tokens=40 if cfg.quick else 96,
-                             reference_problems=cfg.reference_problems, **({"reference_slips": 1} if cfg.quick else {}))
+                             reference_problems=cfg.reference_problems, precision=training_precision(cfg),
+                             **({"reference_slips": 1} if cfg.quick else {}))
     fit(vc, progress=True)
     m = json.loads((run / "verifier_train" / "metrics.json").read_text())
     return {"test": m.get("test", {})}

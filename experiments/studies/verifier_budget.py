@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                       tag=f"{name} keep-last τ={tau:g}", threshold=tau, keep_last=True, progress=False, **beam)
         a, b = method_row(r1), method_row(rk)
         lo, hi = a["ci95"]
-        sib = m["test"]["rankers"]["verifier"]["sibling_auroc"]
-        lines.append(f"| {name} | {m.get('train_s', float('nan')):.0f} | {sib:.3f} | {tau:g} | "
+        sib = m["test"]["rankers"]["verifier"]["sibling_auroc"]  # None: no test group holds a right and a wrong step
+        lines.append(f"| {name} | {m.get('train_s', float('nan')):.0f} | {'–' if sib is None else f'{sib:.3f}'} | {tau:g} | "
                      f"{100 * a['accuracy']:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {100 * b['accuracy']:.1f}% | "
                      f"{a['tokens_generated']:.0f} → {b['tokens_generated']:.0f} |")
         print(lines[-1], flush=True)
