@@ -127,11 +127,12 @@ def test_demo_precision_resolves_auto_on_this_machine(monkeypatch):
     from experiments.studies import demo_stages
     from experiments.studies.demo import DemoConfig
 
-    assert demo_stages.training_precision(DemoConfig(out="x", precision="fp32")) == "fp32"
+    assert demo_stages.training_precision(DemoConfig(out="x")) == "fp32"  # the default, whatever the machine
     monkeypatch.setattr(demo_stages, "native_bf16", lambda: True)
-    assert demo_stages.training_precision(DemoConfig(out="x")) == "bf16"
-    monkeypatch.setattr(demo_stages, "native_bf16", lambda: False)
+    assert demo_stages.training_precision(DemoConfig(out="x", precision="auto")) == "bf16"
     assert demo_stages.training_precision(DemoConfig(out="x")) == "fp32"
+    monkeypatch.setattr(demo_stages, "native_bf16", lambda: False)
+    assert demo_stages.training_precision(DemoConfig(out="x", precision="auto")) == "fp32"
     assert demo_stages.training_precision(DemoConfig(out="x", precision="bf16")) == "bf16"
 
 
