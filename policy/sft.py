@@ -159,8 +159,8 @@ def _context(policy: Policy, config: TrainConfig) -> int:
 
 def native_bf16() -> bool:
     """Whether this machine multiplies bf16 matrices natively: a CUDA GPU with bf16, or a CPU with
-    AVX512-BF16 or AMX (there bf16 autocast runs a training step of the tiny policy ~1.5x faster;
-    without them bf16 is emulated and slower than fp32)."""
+    AVX512-BF16 or AMX (on such a CPU bf16 autocast trains the tiny policy at 1.44x the tokens/s of
+    fp32, BENCHMARKS.md)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -87,3 +87,29 @@ def test_pruning_savings_picks_the_largest_cut_within_one_point():
                         "sampling": {"0.4": {"pass_at_k": {"4": 0.5}}}, "siblings": {}, "greedy_error_taxonomy": {},
                         "pruning": found})
     assert "A perfect step pruner (the checker as oracle, τ = 0.5) cuts 25%" in text and "-2.0 points" in text
+
+
+def test_misordered_by_operator_files_each_pair_under_the_right_steps_operator():
+    from experiments.studies.diagnose import misordered_by_operator
+    from verifier.step_data import StepData
+    from verifier.step_train import sibling_auroc
+
+    d = StepData()
+    rows = [  # (group, label, text, score)
+        (0, 0, "Now he has <<9+4=13>>13 pens.", 0.5), (0, 1, "Now he has <<9+4=11>>11 pens.", 0.4),  # misordered
+        (0, 1, "Now he has <<9+4=14>>14 pens.", 0.9),
+        (1, 0, "That is <<2*5=10>>10 cakes.", 0.2), (1, 1, "That is <<2*5=12>>12 cakes.", 0.2),  # a tie: half
+        (2, 0, "So <<8-3+1=6>>6 left.", 0.1), (2, 1, "So <<8-3+1=7>>7 left.", 0.8),
+        (3, 1, "Now <<1+1=3>>3.", 0.9),  # a group without a right step: no pair
+    ]
+    for g, y, text, _ in rows:
+        d.groups.append(g)
+        d.labels.append(y)
+        d.texts.append(text)
+    scores = [s for *_, s in rows]
+    got = misordered_by_operator(scores, d)
+    assert got == {"+": {"pairs": 2, "misordered": 0.5}, "*": {"pairs": 1, "misordered": 0.5},
+                   "-+": {"pairs": 1, "misordered": 0.0}}
+    pairs = sum(m["pairs"] for m in got.values())
+    share = sum(m["pairs"] * m["misordered"] for m in got.values()) / pairs
+    assert sibling_auroc(scores, d.labels, d.groups)["auroc"] == pytest.approx(1 - share)

@@ -40,7 +40,7 @@ from verifier.baselines import CheckerOracle, RandomRanker
 from verifier.labels import holds_error
 from verifier.step_data import collect_steps
 from verifier.step_head import StepVerifier
-from verifier.step_train import evaluate_steps
+from verifier.step_train import evaluate_steps, score_data
 
 __all__ = ["DiagnoseConfig", "error_taxonomy", "pass_at_k", "run_diagnose"]
 
@@ -221,6 +221,24 @@ def pruning_savings(methods: dict) -> list[dict]:
     return out
 
 
+def misordered_by_operator(scores, data) -> dict[str, dict]:
+    """Where the sibling ranking fails: every (wrong, right) pair of sibling steps, filed under the
+    operators of the right step's annotation (``"+"``, ``"*"``, ``"-+"`` for ``a-b+c``; ``"none"``
+    without one), with the share the ranker scores the wrong step at or below the right one (a tie
+    counts half, as in the sibling AUROC: 1 − this share, pair-weighted, is that AUROC)."""
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(data.groups):
+        groups.setdefault(g, []).append(i)
+    out: dict[str, list[float]] = {}
+    for rows in groups.values():
+        for r in (i for i in rows if not data.labels[i]):
+            anns = parse_annotations(data.texts[r])
+            op = "".join(c for c in anns[0].expr if c in "+-*/") if anns else "none"
+            for w in (i for i in rows if data.labels[i]):
+                out.setdefault(op or "none", []).append(1.0 if scores[w] < scores[r] else 0.5 if scores[w] == scores[r] else 0.0)
+    return {op: {"pairs": len(v), "misordered": sum(v) / len(v)} for op, v in sorted(out.items(), key=lambda kv: -len(kv[1]))}
+
+
 def _paired(rows: dict, a: str, b: str) -> dict:
     m = mcnemar(rows[a]["by_problem"], rows[b]["by_problem"])
     return {"a": a, "b": b, "difference": rows[a]["accuracy"] - rows[b]["accuracy"], "only_a": m.only_a,
@@ -253,6 +271,7 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
                           max_step_tokens=cfg.max_step_tokens, progress=False)
     if isinstance(verifier, StepVerifier):
         sib = evaluate_steps(verifier, steps, thresholds=cfg.threshold_list, seed=cfg.seed)
+        sib["misordered_by_operator"] = misordered_by_operator(score_data(verifier, steps), steps)
     else:
         sib = {"note": "a token-level head: sibling AUROC needs a step verifier (rewind train-verifier --kind step)"}
     wm = cfg.width * cfg.beam_samples
@@ -337,6 +356,10 @@ def diagnose_markdown(r: dict) -> str:
                   "| ranker of P(error) | sibling AUROC | pooled AUROC |", "|---|---|---|"]
         for name, x in sib["rankers"].items():
             lines.append(f"| {name} | {f3(x['sibling_auroc'])} | {f3(x['pooled_auroc'])} |")
+        mis = sib.get("misordered_by_operator") or {}
+        if mis:
+            lines += ["", "Verifier, (wrong, right) sibling pairs misordered, by the right step's operator: " +
+                      ", ".join(f"`{op}` {pct(m['misordered'])} of {m['pairs']}" for op, m in mis.items()) + "."]
         lines += ["", "| threshold | false prunes (right steps) | prunes of wrong steps |", "|---|---|---|"]
         for p in sib["prune"]:
             lines.append(f"| {p['threshold']:g} | {pct(p['false_prune_rate'])} | {pct(p['wrong_prune_rate'])} |")
