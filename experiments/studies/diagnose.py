@@ -311,8 +311,10 @@ def limits_text(r: dict) -> str:
     kinds = r["greedy_error_taxonomy"]
     if kinds:
         top = max(kinds, key=kinds.get)
+        unseen = sum(kinds.get(k, 0) for k in ("operator", "operand", "answer"))
         out.append(f"Most greedy errors are of kind '{top}' ({kinds[top]} of {sum(kinds.values())}); "
-                   "kinds the checker cannot see (operand, answer) bound what any checker-trained verifier can fix.")
+                   f"the kinds the checker cannot see (operator, operand, answer: {unseen} here) bound what any "
+                   "checker-trained verifier can fix.")
     if v <= o and o > 0 and v / o >= 0.8:
         out.append("The verifier beam is within 20% of the oracle: the remaining gap is the policy's coverage.")
     for p in r.get("pruning", []):
