@@ -163,7 +163,8 @@ def native_bf16() -> bool:
     fp32, BENCHMARKS.md)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu probes: absent = no
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def _use_bf16(config: TrainConfig) -> bool:

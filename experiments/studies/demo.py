@@ -163,10 +163,14 @@ def _mark(run: Path, stage: str, info: dict) -> None:
     atomic_write_json(run / "stages" / f"{stage}.json", {"stage": stage, "finished": time.time(), **info})
 
 
+def _call(stage: str, cfg: DemoConfig, run: Path) -> dict:
+    return getattr(st, stage)(cfg, run) or {}
+
+
 def _in_child(stage: str, cfg: DemoConfig, run: str, env: dict[str, str]) -> dict:
     os.environ.clear()  # the caller's environment now, not the fork server's from when it started
     os.environ.update(env)
-    return getattr(st, stage)(cfg, Path(run)) or {}
+    return _call(stage, cfg, Path(run))
 
 
 def isolated(stage: str, cfg: DemoConfig, run: Path) -> dict:
@@ -177,7 +181,7 @@ def isolated(stage: str, cfg: DemoConfig, run: Path) -> dict:
     process also hands its memory back when it ends. Where there is no fork server (Windows), the
     stage runs in this process."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
-        return getattr(st, stage)(cfg, run) or {}
+        return _call(stage, cfg, run)
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["experiments.studies.demo_stages"])
     try:
