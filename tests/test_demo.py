@@ -67,19 +67,22 @@ def test_demo_quick_end_to_end(home, capsys):
     from experiments.studies import verifier_budget
 
     assert verifier_budget.main(["--run", str(run), "--epochs", "1", "--reference-problems", "0", "--n", "2",
-                                 "--skip", "12"]) == 0
+                                 "--skip", "12", "--dropouts", "0.2"]) == 0
     table = (run / "verifier_budget" / "summary.md").read_text()
-    assert "| the run's own verifier: e3-r24-s0 |" in table and "| e1-r0-s0 |" in table
-    m = json.loads((run / "verifier_budget" / "e1-r0-s0" / "metrics.json").read_text())
+    assert "| the run's own verifier: e3-r24-s0 |" in table and "| e1-r0-s0-d0.2 |" in table
+    m = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2" / "metrics.json").read_text())
     assert m["epochs_run"] == 1 and m["train_s"] > 0
     own = json.loads((run / "verifier_train" / "metrics.json").read_text())
     assert m["n_steps"]["train"] < own["n_steps"]["train"] and m["n_steps"]["test"] == own["n_steps"]["test"]
-    assert not (run / "verifier_budget" / "e1-r0-s0" / "reference_steps.pt").exists()
+    assert not (run / "verifier_budget" / "e1-r0-s0-d0.2" / "reference_steps.pt").exists()
+    saved = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2" / "verifier" / "verifier_config.json").read_text())
+    assert saved["dropout"] == 0.2  # the dropout asked for is the one the head trained with
     tags = {r["tag"] for r in read_results(run / "verifier_budget" / "results.jsonl")}
-    assert {"greedy", "e1-r0-s0 τ=1"} <= tags and len(tags) == 5
+    assert {"greedy", "e1-r0-s0-d0.2 τ=1"} <= tags and len(tags) == 5
 
 
-@pytest.mark.parametrize("argv", [["--split", "train"], ["--epochs", "0"], ["--reference-problems", "x"]])
+@pytest.mark.parametrize("argv", [["--split", "train"], ["--epochs", "0"], ["--reference-problems", "x"],
+                                  ["--dropouts", "1.5"], ["--dropouts", "x"]])
 def test_verifier_budget_refuses_bad_flags(argv, tmp_path):
     from experiments.studies import verifier_budget
 
@@ -134,10 +137,17 @@ def test_demo_precision_resolves_auto_on_this_machine(monkeypatch):
     monkeypatch.setattr(demo_stages, "native_bf16", lambda: False)
     assert demo_stages.training_precision(DemoConfig(out="x", precision="auto")) == "fp32"
     assert demo_stages.training_precision(DemoConfig(out="x", precision="bf16")) == "bf16"
+    # the verifier's own knob: auto by default, resolved on its own
+    assert demo_stages.training_precision(DemoConfig(out="x"), "verifier") == "fp32"
+    assert demo_stages.training_precision(DemoConfig(out="x", verifier_precision="bf16"), "verifier") == "bf16"
+    monkeypatch.setattr(demo_stages, "native_bf16", lambda: True)
+    assert demo_stages.training_precision(DemoConfig(out="x"), "verifier") == "bf16"
+    assert demo_stages.training_precision(DemoConfig(out="x", verifier_precision="fp32"), "verifier") == "fp32"
+    assert demo_stages.training_precision(DemoConfig(out="x"), "policy") == "fp32"
 
 
 @pytest.mark.parametrize("bad", [{"verifier_epochs": 0}, {"reference_problems": -1}, {"diagnose_thresholds": (0.5, 1.2)},
-                                 {"precision": "fp16"}])
+                                 {"precision": "fp16"}, {"verifier_precision": "half"}])
 def test_demo_refuses_bad_verifier_and_diagnose_knobs(bad):
     from experiments.studies.demo import DemoConfig
 

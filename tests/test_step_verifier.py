@@ -16,7 +16,7 @@ from verifier import load_verifier
 from verifier.baselines import CheckerOracle, LogprobRanker, RandomRanker
 from verifier.config import VerifierTrainConfig
 from verifier.step_data import StepData, step_label
-from verifier.step_head import StepVerifier, collate_steps
+from verifier.step_head import PackedSteps, StepVerifier, UniformDropout, collate_steps
 from verifier.step_train import batch_of, calibrate_steps, fit_step_verifier, score_data, sibling_auroc
 
 
@@ -149,6 +149,61 @@ def test_wrong_width_and_empty_input_are_refused():
 def test_long_steps_keep_their_last_tokens():
     b = collate_steps([torch.arange(10.0).view(10, 1)], [torch.zeros(10)], [torch.zeros(10)], [1], max_tokens=4)
     assert b.hidden[0, :, 0].tolist() == [6.0, 7.0, 8.0, 9.0] and b.mask.all()
+
+
+def test_uniform_dropout_has_nn_dropouts_law():
+    torch.manual_seed(0)
+    d = UniformDropout(0.25)
+    x = torch.full((1000, 1000), 2.0, requires_grad=True)
+    y = d(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.003  # 1e6 draws: 5 standard errors
+    assert torch.allclose(y[kept], torch.tensor(2.0 / 0.75)) and abs(y.mean().item() - 2.0) < 0.01
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.tensor(1 / 0.75))
+    d.eval()
+    assert torch.equal(d(x), x)
+    head = StepVerifier(8, width=16, layers=1, heads=2, dropout=0.3)
+    assert sum(isinstance(m, UniformDropout) for m in head.modules()) == 4  # 3 in the layer, 1 in the head
+    with pytest.raises(ValueError):
+        UniformDropout(1.0)
+
+
+def test_packed_batches_equal_the_per_row_collation():
+    """The flat store training gathers from gives every batch ``collate_steps`` gives: tails of
+    long steps, clamped log-probs, ids only where they match the hidden rows, digit places of the
+    tail, zero padding, in any row order and with repeats."""
+    g = torch.Generator().manual_seed(0)
+    digits = frozenset({3, 4, 5})
+    views = []
+    for i in range(40):
+        T = int(torch.randint(1, 14, (1,), generator=g))
+        ids = tuple(int(x) for x in torch.randint(0, 8, (T,), generator=g))
+        ids = ids if i % 5 else ids[:-1]  # every fifth step's ids do not match its rows: unknown (-1)
+        lp = torch.randn(T, generator=g) * 20  # some below the -30 clamp
+        views.append(StepView(torch.randn(T, 6, generator=g), lp, torch.rand(T, generator=g), 1 + i % 4, ids=ids))
+    head = StepVerifier(6, width=8, layers=1, heads=2, max_tokens=9, digit_ids=sorted(digits))
+    packed = PackedSteps(views, max_tokens=9, digit_ids=digits)
+    for rows in ([0], list(range(40)), [39, 2, 2, 17, 5], [i for i in range(40) if i % 3 == 0][::-1]):
+        want, got = head.batch_of([views[i] for i in rows]), packed.batch(rows)
+        for name in ("hidden", "scalars", "mask", "depth", "ids", "place"):
+            a, b = getattr(want, name), getattr(got, name)
+            assert a.dtype == b.dtype and torch.equal(a, b), (name, rows)
+    assert (packed.batch(range(40)).ids == -1).any() and (packed.batch(range(40)).place > 0).any()
+
+
+def test_collected_steps_train_on_what_a_resumed_run_reads_back(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    data = StepData(labels=[0, 1], kinds=["ok", "result"], groups=[0, 0], problem_ids=["a", "a"], logprobs=[-1.0, -2.0],
+                    path_logprobs=[-1.0, -2.0], p_policy=[0.1, 0.2], texts=["x", "y"], prefix_ids=[(1,), (1,)],
+                    views=[StepView(torch.randn(3, 4, generator=g), torch.randn(3), torch.rand(3), 1, ids=(5, 6, 7))
+                           for _ in range(2)])
+    data.save(tmp_path / "s.pt", key="k")
+    back, now = StepData.load(tmp_path / "s.pt", key="k"), data.as_saved()
+    assert not torch.equal(now.views[0].hidden, data.views[0].hidden)  # rounded through fp16, as the file holds them
+    for a, b in zip(back.views, now.views, strict=True):
+        assert torch.equal(a.hidden, b.hidden) and torch.equal(a.logprobs, b.logprobs) and a.ids == b.ids
+    assert back.labels == now.labels and back.groups == now.groups
 
 
 @pytest.mark.parametrize("question, prefix, step, stop, want", [

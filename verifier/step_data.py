@@ -23,7 +23,7 @@ import random
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -118,6 +118,13 @@ class StepData:
 
     def of_problems(self, ids: set[str]) -> StepData:
         return self.subset([i for i, p in enumerate(self.problem_ids) if p in ids])
+
+    def as_saved(self) -> StepData:
+        """The rows as ``load`` gives them back after ``save`` (hidden states rounded through fp16), so a
+        stage that collected them and one that resumed from the file train the same verifier."""
+        out = self.subset(range(len(self)))
+        out.views = [replace(v, hidden=v.hidden.half().float()) for v in self.views]
+        return out
 
     def save(self, path: str | Path, *, key: str) -> None:
         path = Path(path)

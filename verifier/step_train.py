@@ -28,7 +28,7 @@ from verifier.head import tokenizer_fingerprint
 from verifier.metrics import auroc
 from verifier.splits import reference_problems, split_problems, verifier_problems
 from verifier.step_data import StepData, add_counterfactuals, collect_steps, reference_steps
-from verifier.step_head import StepBatch, StepVerifier, digit_token_ids
+from verifier.step_head import PackedSteps, StepBatch, StepVerifier, digit_token_ids
 
 __all__ = ["batch_of", "calibrate_steps", "calibrated_threshold", "evaluate_steps", "fit_step_verifier", "score_data", "sibling_auroc",
            "step_summary", "train_step_verifier"]
@@ -54,7 +54,17 @@ def sibling_auroc(scores: Sequence[float], labels: Sequence[int], groups: Sequen
 
 
 def batch_of(data: StepData, rows: Sequence[int], head: StepVerifier) -> StepBatch:
-    return head.batch_of([data.views[i] for i in rows])
+    """``head.batch_of`` of ``data``'s rows, gathered from a ``PackedSteps`` store built once per
+    ``data`` (equal batches, without a Python loop over rows every time the rows are read)."""
+    key = (head.max_tokens, head.digit_ids, len(data))
+    cached = data.__dict__.get("_packed")
+    if cached is None or cached[0] != key:
+        if data.views and data.views[0].hidden.shape[-1] != head.hidden_size:
+            raise ValueError(f"a step's hidden states must be [T, {head.hidden_size}] (this verifier reads a policy of "
+                             f"hidden size {head.hidden_size}), got {tuple(data.views[0].hidden.shape)}")
+        cached = (key, PackedSteps(data.views, max_tokens=head.max_tokens, digit_ids=head.digit_ids))
+        data.__dict__["_packed"] = cached
+    return cached[1].batch(rows)
 
 
 @torch.no_grad()
@@ -289,6 +299,7 @@ def train_step_verifier(config, policy, *, progress: bool = True):
                                  temperature=config.search_temperature, seed=config.seed, max_depth=config.max_depth,
                                  max_step_tokens=config.max_step_tokens, progress=progress)
         data.save(out / "steps.pt", key=key)
+        data = data.as_saved()  # what a resumed run reads back: the same verifier either way
     split = split_problems(data.problem_ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
     parts = {name: data.of_problems(ids) for name, ids in split.items()}
     if config.reference_problems:  # never the held-out problems' questions
@@ -300,13 +311,14 @@ def train_step_verifier(config, policy, *, progress: bool = True):
                                                              exclude=held_out),
                                   slips=config.reference_slips, seed=config.seed, progress=progress)
             ref.save(out / "reference_steps.pt", key=ref_key)
+            ref = ref.as_saved()
         parts["train"] = parts["train"].concat(ref)
     if config.twins:  # training problems only: validation and test stay the policy's own steps
         with torch.no_grad():
             parts["train"] = add_counterfactuals(policy, parts["train"], seed=config.seed, progress=progress)
     head, history = fit_step_verifier(
         parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
-        layers=config.step_layers, lr=config.step_lr, dropout=config.dropout or 0.1, weight_decay=config.weight_decay,
+        layers=config.step_layers, lr=config.step_lr, dropout=config.step_dropout, weight_decay=config.weight_decay,
         batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
         feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint, select=config.step_select,
         digit_ids=digit_token_ids(policy.tokenizer), precision=config.precision, progress=progress)

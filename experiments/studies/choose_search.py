@@ -8,7 +8,8 @@ and with greedy decoding; then, with the prod rule, the other shapes of the same
 round (W×M = 1×8, 2×4, 8×1), the step temperature (0.4-0.8), ``distinct`` beams, and the pruning
 threshold 0.9 (and lower for ``distinct``) against each τ = 1; then ``keep_last`` pruning at τ =
 0.9-0.5 for W×M 4×2 and 8×1, beside the same beams ranked and pruned by the step checker (an
-oracle: the most any step pruner can cut). It prints one table and writes
+oracle: the most any step pruner can cut); last, twice the budget: W×M 4×4 (verifier and oracle)
+beside vote@16 (majority and verifier-weighted), which spends the same tokens. It prints one table and writes
 ``RUN/choose_search/results.jsonl`` (rows are reused on a rerun).
 """
 
@@ -84,7 +85,11 @@ def _variants(beam: dict, verifier) -> dict[str, tuple[str, object, dict]]:
         for tau in (0.9, 0.8, 0.65, 0.5):
             plan[f"beam prod{shape} keep-last τ={tau:g}"] = {**prod, "width": w, "samples": m, "threshold": tau,
                                                            "keep_last": True}
+    plan["beam prod W4 M4"] = {**prod, "samples": 4}  # twice the budget: 16 children per round
     out = {tag: ("beam", verifier, knobs) for tag, knobs in plan.items()}
+    for vote, ver in (("majority", None), ("weighted", verifier)):  # vote@16: the same tokens as W4 M4
+        out[f"vote@16 {'verifier' if ver else 'majority'}"] = ("best_of_n", ver, {"n": 16, "vote": vote,
+                                                                                  "temperature": beam["temperature"]})
     # the ceiling of step pruning: the step checker (P in {0, 1}) as ranker and pruner
     oracle = CheckerOracle(getattr(verifier, "hidden_size", None))
     for w, m in ((4, 2), (8, 1)):
@@ -93,6 +98,7 @@ def _variants(beam: dict, verifier) -> dict[str, tuple[str, object, dict]]:
         out[f"beam oracle{shape} keep-last τ=0.5"] = ("beam", oracle, {**prod, "width": w, "samples": m,
                                                                         "aggregate": "max", "threshold": 0.5,
                                                                         "keep_last": True})
+    out["beam oracle W4 M4"] = ("beam", oracle, {**prod, "samples": 4, "aggregate": "max"})
     return out
 
 

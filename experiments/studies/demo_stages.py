@@ -43,10 +43,12 @@ def _knobs(cfg: DemoConfig, method: str) -> dict:
     return knobs
 
 
-def training_precision(cfg: DemoConfig) -> str:
-    """``cfg.precision`` with ``auto`` resolved on this machine (``policy.sft.native_bf16``)."""
-    if cfg.precision != "auto":
-        return cfg.precision
+def training_precision(cfg: DemoConfig, part: str = "policy") -> str:
+    """``cfg.precision`` (``part="policy"``) or ``cfg.verifier_precision`` (``"verifier"``) with
+    ``auto`` resolved on this machine (``policy.sft.native_bf16``)."""
+    asked = cfg.precision if part == "policy" else cfg.verifier_precision
+    if asked != "auto":
+        return asked
     return "bf16" if native_bf16() else "fp32"
 
 
@@ -67,7 +69,7 @@ def train_verifier(cfg: DemoConfig, run: Path) -> dict:
                              num_problems=cfg.verifier_problems, seed=cfg.seed, beam_width=cfg.beam_width,
                              beam_samples=4 if not cfg.quick else 2, epochs=cfg.verifier_epochs,
                              max_depth=4 if cfg.quick else 12, max_step_tokens=40 if cfg.quick else 96,
-                             reference_problems=cfg.reference_problems, precision=training_precision(cfg),
+                             reference_problems=cfg.reference_problems, precision=training_precision(cfg, "verifier"),
                              **({"reference_slips": 1} if cfg.quick else {}))
     fit(vc, progress=True)
     m = json.loads((run / "verifier_train" / "metrics.json").read_text())
