@@ -72,3 +72,21 @@ def test_train_throughput_puts_fp32_and_bf16_side_by_side(tmp_path):
     assert "| hard | bf16 |" in table and "× fp32" in table
     with pytest.raises(SystemExit):
         train_throughput.main(["--out", str(tmp_path), "--precision", "fp16"])
+
+
+def test_verifier_epoch_bench_runs_every_variant_and_restores_the_path(tmp_path):
+    from torch import nn
+
+    from experiments.bench import verifier_epoch
+    from verifier import step_head, step_train
+
+    with verifier_epoch._before():  # the old path, inside the context only
+        head = step_head.StepVerifier(8, width=8, layers=1, heads=2, dropout=0.1)
+        assert type(head.encoder.layers[0].dropout1) is nn.Dropout and type(head.head[2]) is nn.Dropout
+    assert isinstance(step_head.StepVerifier(8, width=8, layers=1, heads=2).head[2], step_head.UniformDropout)
+    assert step_train.batch_of.__name__ == "batch_of"
+    assert verifier_epoch.main(["--synthetic", "96", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "verifier_epoch.md").read_text()
+    assert all(f"| {v} |" in table for v in ("before", "fp32", "bf16"))
+    with pytest.raises((SystemExit, ValueError)):
+        verifier_epoch.main(["--out", str(tmp_path)])  # neither a run nor synthetic steps

@@ -42,8 +42,8 @@ class VerifierTrainConfig:
     feature_dropout: float = _f(0.5, "step: share of training steps whose policy features (hidden states, "
                                 "log-probs, entropies) are zeroed, so the token path must learn to check, in [0, 1)")
     step_dropout: float = _f(0.1, "step: dropout inside the step verifier (attention, feed-forward, head), in [0, 1); "
-                             "0 trains 1.35x faster but lost on validation (beam 31.5% / 32.0% after 4 / 5 epochs "
-                             "against 33.0-37.0% for 0.1; experiments/results/verifier_budget)")
+                             "0 saves about a quarter of an epoch but lost on validation (beam 31.5% / 32.0% "
+                             "after 4 / 5 epochs against 33.0-37.0% for 0.1; experiments/results/verifier_budget)")
     pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")
     step_select: Literal["best", "last"] = _f(
         "best", "step: keep the epoch of best validation sibling AUROC ('best', early stopping) or the final, "
