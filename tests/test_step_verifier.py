@@ -85,9 +85,11 @@ def test_fit_learns_a_planted_signal_and_ranks_siblings():
 
 
 def test_bf16_autocast_training_learns_the_planted_signal_with_fp32_weights():
-    train, test = _planted(seed=0), _planted(n_groups=40, seed=1)
+    # labels as saved (hidden states fp16 holds exactly: the packed store keeps them in fp16) — as in the demo
+    train, test = _planted(seed=0).as_saved(), _planted(n_groups=40, seed=1).as_saved()
     head, _ = fit_step_verifier(train, test, hidden_size=16, width=32, layers=1, epochs=12, batch_size=64,
                                 lr=3e-3, dropout=0.0, precision="bf16", progress=False)
+    assert train.__dict__["_packed"][1].hidden.dtype == torch.float16
     assert all(p.dtype == torch.float32 for p in head.parameters())
     s = score_data(head, test)
     assert sibling_auroc(s, test.labels, test.groups)["auroc"] > 0.9
@@ -190,6 +192,13 @@ def test_packed_batches_equal_the_per_row_collation():
             a, b = getattr(want, name), getattr(got, name)
             assert a.dtype == b.dtype and torch.equal(a, b), (name, rows)
     assert (packed.batch(range(40)).ids == -1).any() and (packed.batch(range(40)).place > 0).any()
+    assert packed.hidden.dtype == torch.float32  # random fp32 states: fp16 would change them
+    # states fp16 holds exactly are stored in fp16 and come back equal
+    saved = [StepView(v.hidden.half().float(), v.logprobs, v.entropies, v.depth, ids=v.ids) for v in views]
+    small = PackedSteps(saved, max_tokens=9, digit_ids=digits)
+    assert small.hidden.dtype == torch.float16
+    want, got = head.batch_of(saved), small.batch(range(40))
+    assert got.hidden.dtype == torch.float32 and torch.equal(want.hidden, got.hidden)
 
 
 def test_collected_steps_train_on_what_a_resumed_run_reads_back(tmp_path):

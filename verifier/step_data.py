@@ -122,9 +122,8 @@ class StepData:
     def as_saved(self) -> StepData:
         """The rows as ``load`` gives them back after ``save`` (hidden states rounded through fp16), so a
         stage that collected them and one that resumed from the file train the same verifier."""
-        out = self.subset(range(len(self)))
-        out.views = [replace(v, hidden=v.hidden.half().float()) for v in self.views]
-        return out
+        return replace(self, **{name: list(getattr(self, name)) for name in self.__dataclass_fields__ if name != "views"},
+                       views=[replace(v, hidden=v.hidden.half().float()) for v in self.views])
 
     def save(self, path: str | Path, *, key: str) -> None:
         path = Path(path)

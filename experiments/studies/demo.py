@@ -77,8 +77,8 @@ class DemoConfig:
         "stays the default")
     verifier_precision: Literal["auto", "fp32", "bf16"] = _f(
         "auto", "autocast of the step verifier's training forward: auto = bf16 where the machine multiplies bf16 "
-        "natively, else fp32 (fp32 weights, loss and scoring either way; 1.24x faster per epoch on 2 AVX512-BF16 "
-        "cores, the loss after one epoch the same to 4 digits)")
+        "natively, else fp32 (fp32 weights, loss and scoring either way; 1.29x faster per epoch than fp32 on 2 "
+        "AVX512-BF16 cores, the loss after one epoch the same to 4 digits)")
 
     def __post_init__(self) -> None:
         for name in ("train_problems", "verifier_problems"):

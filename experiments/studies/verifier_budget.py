@@ -40,8 +40,8 @@ class VerifierBudgetConfig:
     reference_problems: str = knob("4000", "comma-separated reference-problem counts (0: none)")
     select: str = knob("best", "comma-separated epoch choices: 'best' (best validation sibling AUROC, early "
                        "stopping: the demo's) and/or 'last' (the final, annealed weights); 'last' adds -last to the name")
-    dropouts: str = knob("0", "comma-separated dropouts inside the step verifier; the name gets -d<x> (a name "
-                         "without it: the 0.1 every run used before 2026-11-30)")
+    dropouts: str = knob("0.1", "comma-separated dropouts inside the step verifier (0.1: the recipe's); the name "
+                         "gets -d<x> (a name without it: the 0.1 every run used before 2026-11-30)")
     seeds: str = knob("0", "comma-separated seeds of the labels, split and head (the run's own seed reuses its labels)")
     n: int = knob(200, "validation problems to solve (>= 1)")
     skip: int = knob(400, "validation problems the verifier's own labels came from (the demo's verifier_problems)")
