@@ -293,12 +293,16 @@ class StepVerifier(nn.Module):
         """Calibrated logits ``[N]`` of P(step holds an error)."""
         return self.raw_logits(batch) * self.logit_scale + self.logit_bias
 
+    def check_hidden(self, hidden: torch.Tensor) -> None:
+        """Refuses a step's hidden states that are not ``[T, hidden_size]`` of this verifier's policy."""
+        if hidden.dim() != 2 or hidden.shape[-1] != self.hidden_size:
+            raise ValueError(f"a step's hidden states must be [T, {self.hidden_size}] (this verifier reads a "
+                             f"policy of hidden size {self.hidden_size}), got {tuple(hidden.shape)}")
+
     def batch_of(self, views: Sequence) -> StepBatch:
         """A ``StepBatch`` from ``search.interfaces.StepView`` objects (or anything with the same fields)."""
         for v in views:
-            if v.hidden.dim() != 2 or v.hidden.shape[-1] != self.hidden_size:
-                raise ValueError(f"a step's hidden states must be [T, {self.hidden_size}] (this verifier reads a "
-                                 f"policy of hidden size {self.hidden_size}), got {tuple(v.hidden.shape)}")
+            self.check_hidden(v.hidden)
         return collate_steps([v.hidden for v in views], [v.logprobs for v in views], [v.entropies for v in views],
                              [v.depth for v in views], max_tokens=self.max_tokens,
                              ids=[getattr(v, "ids", ()) for v in views], digit_ids=self.digit_ids)

@@ -59,9 +59,8 @@ def batch_of(data: StepData, rows: Sequence[int], head: StepVerifier) -> StepBat
     key = (head.max_tokens, head.digit_ids, len(data))
     cached = data.__dict__.get("_packed")
     if cached is None or cached[0] != key:
-        if data.views and data.views[0].hidden.shape[-1] != head.hidden_size:
-            raise ValueError(f"a step's hidden states must be [T, {head.hidden_size}] (this verifier reads a policy of "
-                             f"hidden size {head.hidden_size}), got {tuple(data.views[0].hidden.shape)}")
+        if data.views:  # the store checks every view against the first; the first against the head
+            head.check_hidden(data.views[0].hidden)
         cached = (key, PackedSteps(data.views, max_tokens=head.max_tokens, digit_ids=head.digit_ids))
         data.__dict__["_packed"] = cached
     return cached[1].batch(rows)

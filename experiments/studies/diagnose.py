@@ -122,12 +122,16 @@ def error_taxonomy(text: str, reference: str) -> str:
             return "result"
         if g.expr.replace(" ", "") == r.expr.replace(" ", ""):
             continue
-        ops = lambda e: [c for c in e if c in "+-*/"]  # noqa: E731
         nums = lambda e: [x for x in "".join(c if c.isdigit() or c == "." else " " for c in e).split()]  # noqa: E731
-        if nums(g.expr) == nums(r.expr) and ops(g.expr) != ops(r.expr):
+        if nums(g.expr) == nums(r.expr) and _operators(g.expr) != _operators(r.expr):
             return "operator"
         return "operand"
     return "answer"
+
+
+def _operators(expr: str) -> str:
+    """The arithmetic operators of an annotation's expression, in order (``"-+"`` for ``a-b+c``)."""
+    return "".join(c for c in expr if c in "+-*/")
 
 
 def _problems(cfg: DiagnoseConfig):
@@ -233,7 +237,7 @@ def misordered_by_operator(scores, data) -> dict[str, dict]:
     for rows in groups.values():
         for r in (i for i in rows if not data.labels[i]):
             anns = parse_annotations(data.texts[r])
-            op = "".join(c for c in anns[0].expr if c in "+-*/") if anns else "none"
+            op = _operators(anns[0].expr) if anns else "none"
             for w in (i for i in rows if data.labels[i]):
                 out.setdefault(op or "none", []).append(1.0 if scores[w] < scores[r] else 0.5 if scores[w] == scores[r] else 0.0)
     return {op: {"pairs": len(v), "misordered": sum(v) / len(v)} for op, v in sorted(out.items(), key=lambda kv: -len(kv[1]))}
