@@ -74,7 +74,7 @@ def add_config_flags(
     """
     hints = typing.get_type_hints(cls)
     for f in config_fields(cls, skip=skip):
-        help_ = f.metadata.get("help", "")
+        help_ = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help: a "%" in it is text
         required = bool(f.metadata.get("required", f.name == "out" and f.default is None))
         tag = f" [{owner}]" if owner else ""
         if f.metadata.get("flag"):

@@ -24,6 +24,20 @@ def test_sft_dataset_and_stats():
     assert len(row["input_ids"]) == len(row["segments"]) and set(row["segments"]) <= set(map(int, Segment))
 
 
+def test_rows_are_the_examples_fields():
+    """The shallow row (no deep copy) holds exactly what ``dataclasses.asdict`` would, for both kinds."""
+    from dataclasses import asdict
+
+    from policy.data import dpo_pairs, inject_errors
+
+    tok, _ = char_tok()
+    problems = generate_problems(6, seed=3)
+    for kind, make, knobs in (("sft", inject_errors, {"clean_share": 0.3}), ("dpo", dpo_pairs, {"horizon": "step"})):
+        want = [asdict(r) for p in problems for r in make(p, tok, seed=2, **knobs)]
+        ds = build_dataset(kind, problems, tok, seed=2, progress=False, **knobs)
+        assert ds.to_list() == [{k: list(v) if isinstance(v, tuple) else v for k, v in w.items()} for w in want]
+
+
 def test_problems_and_dpo_datasets():
     tok, _ = char_tok()
     problems = generate_problems(20, split="validation")

@@ -82,3 +82,13 @@ def test_an_internal_bug_keeps_its_traceback(monkeypatch, capsys):
     monkeypatch.setattr(export, "run", broken)
     with pytest.raises(KeyError, match="an internal lookup"):
         main(["export", "a.json", "b.html"])
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_help_renders(command, capsys):
+    """``rewind COMMAND --help`` prints its flags and exits 0 — argparse %-formats each help text, so
+    a knob whose help holds a bare "%" (e.g. "31.5% / 32.0%") once made ``train-verifier --help`` crash."""
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: rewind" in capsys.readouterr().out

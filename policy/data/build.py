@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Literal
 
 import datasets
@@ -50,12 +50,19 @@ def build_dataset(kind: Literal["problems", "sft", "dpo"], problems: Iterable[Pr
     require_backtrack_id(tokenizer)
     for p in tqdm(problems, desc=f"{kind} examples", disable=not progress, leave=False):
         try:
-            rows += [asdict(r) for r in make(p, tokenizer, seed=seed, **knobs)]
+            rows += [_row(r) for r in make(p, tokenizer, seed=seed, **knobs)]
         except ValueError as e:
             skipped[str(e).split(":", 1)[-1].strip()[:60]] += 1
     if not rows:
         raise ValueError(f"no {kind} rows from {len(problems)} problems (skipped: {dict(skipped)})")
     return _with_info(datasets.Dataset.from_list(rows), kind, skipped)
+
+
+def _row(example) -> dict:
+    """An ``Example`` / ``DPOPair`` as a dataset row. Their fields are ints, strings and tuples of
+    ints, so a shallow dict is ``asdict``'s row without its deep copy (which was ~14 s of 8,000
+    problems' examples under a profiler)."""
+    return {f.name: getattr(example, f.name) for f in fields(example)}
 
 
 def _with_info(ds: datasets.Dataset, kind: str, skipped: Counter) -> datasets.Dataset:
