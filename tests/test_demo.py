@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from experiments.commands.cli import main
 from experiments.studies.evaluate import read_results
@@ -48,6 +49,20 @@ def test_demo_quick_end_to_end(home, capsys):
     pruned = sorted(k for k in diag["methods"] if "τ=" in k and "oracle" not in k)  # the diagnose grid, not the sweep's
     assert pruned == ["beam verifier τ=0.3 keep-last", "vote@8 verifier τ=0.3"], pruned
     assert (run / "diagnose" / "diagnose.png").stat().st_size > 1000
+    # its pass@k samples came from a second process (workers=2, the default; both processes at one
+    # thread): one process at one thread measures the same, to the bit
+    from experiments.studies.diagnose import DiagnoseConfig, run_diagnose
+
+    assert diag["config"]["workers"] == 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = run_diagnose(DiagnoseConfig(**{**diag["config"], "out": str(run / "diagnose-1"), "workers": 1}),
+                             log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert again["sampling"] == diag["sampling"] and again["methods"] == diag["methods"]
+    assert again["greedy_error_taxonomy"] == diag["greedy_error_taxonomy"]
     # the run became the default: search.solve with no policy loads it
     import search
 

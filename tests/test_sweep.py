@@ -80,3 +80,42 @@ def test_parse_thresholds():
         parse_thresholds("0.2,1.5")
     with pytest.raises(ValueError, match="comma-separated"):
         parse_thresholds("0.2;0.3")
+
+
+@pytest.mark.parametrize("method, knobs, derived", [
+    ("beam", {"width": 2, "samples": 2, "keep_last": False}, [("b τ=0.45 keep-last", 0.45, {"keep_last": True}),
+                                                                ("b τ=0.55", 0.55, {})]),
+    ("best_of_n", {"n": 4, "vote": "weighted"}, [("v majority", 1.0, {"vote": "majority"}), ("v τ=0.5", 0.5, {})]),
+])
+def test_evaluate_replays_are_the_live_rows_where_exact(run_dir, tmp_path, method, knobs, derived):
+    """``evaluate(replays=...)``: rows derived from each τ = 1 tree (another threshold, ``keep_last``,
+    another vote) equal the live runs of those settings, and the live run of a derived tag then only
+    solves the problems whose replay was not exact."""
+    from experiments.studies.evaluate import evaluate
+    from experiments.wiring import load_run
+    from policy.data import generate_problems
+
+    policy, verifier = load_run(run_dir)
+    problems = list(generate_problems(4, seed=5, split="test"))
+    common = dict(policy=policy, verifier=verifier, method=method, seed=1, progress=False, max_depth=3,
+                  max_step_tokens=10, **{k: v for k, v in knobs.items() if k not in ("keep_last", "vote")})
+    base = {k: v for k, v in knobs.items() if k in ("keep_last", "vote")}
+    out = tmp_path / "with_replays.jsonl"
+    evaluate(problems, out=out, tag="base", threshold=1.0, replays=derived, **common, **base)
+    replayed = [r for r in read_results(out) if r["tag"] != "base"]
+    assert replayed and all(r["stats"]["replayed"] for r in replayed)
+    pruned = 0
+    for tag, t, change in derived:
+        live = {r["problem_id"]: r for r in evaluate(problems, out=tmp_path / f"live-{t}.jsonl", tag=tag, threshold=t,
+                                                      **common, **{**base, **change})}
+        mine = [r for r in replayed if r["tag"] == tag]
+        for r in mine:
+            twin = live[r["problem_id"]]
+            assert (r["answer"], r["correct"], r["threshold"]) == (twin["answer"], twin["correct"], twin["threshold"])
+            assert r["stats"]["tokens_generated"] == twin["stats"]["tokens_generated"]
+            assert r["stats"]["nodes_pruned"] == twin["stats"]["nodes_pruned"]
+            pruned += r["stats"]["nodes_pruned"]
+        both = evaluate(problems, out=out, tag=tag, threshold=t, **common, **{**base, **change})
+        assert len(both) == len(problems)  # the replayed rows, and live rows for the rest only
+        assert sum(not r["stats"].get("replayed") for r in both) == len(problems) - len(mine)
+    assert pruned > 0  # the derived thresholds do prune

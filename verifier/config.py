@@ -39,6 +39,9 @@ class VerifierTrainConfig:
     reference_problems: int = _f(4000, "step: problems whose reference solutions add sibling groups of a correct step "
                                  "beside its slipped-result versions (one policy forward each; 0: none)")
     reference_slips: int = _f(3, "step: slipped versions per correct reference step (>= 1)")
+    label_workers: int = _f(2, "step: processes drawing the labels: 2 draws the reference steps in a second process "
+                            "while this one draws the own-step labels, one thread each, on a CPU with >= 2 cores "
+                            "(the same labels as 1, in ~20% less time); 1 draws them one after the other")
     feature_dropout: float = _f(0.5, "step: share of training steps whose policy features (hidden states, "
                                 "log-probs, entropies) are zeroed, so the token path must learn to check, in [0, 1)")
     step_dropout: float = _f(0.1, "step: dropout inside the step verifier (attention, feed-forward, head), in [0, 1); "
@@ -89,6 +92,8 @@ class VerifierTrainConfig:
             raise ValueError(f"step_dropout must be in [0, 1), got {self.step_dropout!r}")
         if not 0.0 <= self.feature_dropout < 1.0:
             raise ValueError(f"feature_dropout must be in [0, 1), got {self.feature_dropout!r}")
+        if self.label_workers not in (1, 2):
+            raise ValueError(f"label_workers must be 1 or 2, got {self.label_workers!r}")
         if self.twins not in (0, 1):
             raise ValueError(f"twins must be 0 or 1, got {self.twins!r}")
         for name in ("beam_width", "beam_samples", "step_layers", "max_depth", "max_step_tokens"):

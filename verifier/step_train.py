@@ -14,8 +14,10 @@ import hashlib
 import json
 import math
 import random
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from policy.atomic import atomic_write_json
+from policy.workers import can_run_side_jobs, side_job
 from verifier.head import tokenizer_fingerprint
 from verifier.metrics import auroc
 from verifier.splits import reference_problems, split_problems, verifier_problems
@@ -275,36 +278,47 @@ def evaluate_steps(head: StepVerifier, data: StepData, *, thresholds: Sequence[f
     return out
 
 
-def train_step_verifier(config, policy, *, progress: bool = True):
+def train_step_verifier(config, policy, *, progress: bool = True, side_labels: bool = False):
     """``rewind train-verifier --kind step``: own-sample labels → ``StepVerifier`` → held-out report.
 
-    Writes ``out/steps.pt`` (the labelled steps, reused on a rerun), ``out/verifier/``,
-    ``out/metrics.json``. Returns ``out``."""
+    Writes ``out/steps.pt`` (the labelled steps, reused on a rerun), ``out/reference_steps.pt``,
+    ``out/verifier/``, ``out/metrics.json``. Returns ``out``. With ``side_labels`` (``policy`` is
+    ``config.policy`` as loaded from disk) and ``config.label_workers`` > 1 on a CPU, the reference
+    steps are drawn by a second process while this one draws the own-step labels, one thread each
+    (``policy.workers.side_job``): the same labels, so the same verifier, in less wall time."""
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", dataclasses.asdict(config))
     fingerprint = tokenizer_fingerprint(policy.tokenizer, policy.backtrack_id)
-    emb = policy.model.get_input_embeddings().weight.detach()
-    key = hashlib.sha256(json.dumps({
-        "fields": [config.task, config.num_problems, config.beam_width, config.beam_samples,
-                   config.search_temperature, config.seed, config.max_depth, config.max_step_tokens],
-        "policy": [fingerprint, float(emb.double().sum()), float(emb.double().abs().sum())]}).encode()).hexdigest()
+    key = label_key(config, policy)
     problems = verifier_problems(config.task, config.num_problems, config.seed)
+    pending = out / "reference_steps.pending.pt"
+    # the held-out questions when every problem yields steps (the usual case): what a side job excludes
+    guess = _held_out_questions(problems, [p.id for p in problems], config)
     data = StepData.load(out / "steps.pt", key=key)
     if data is None:
-        with torch.no_grad():
+        side = (side_labels and config.label_workers > 1 and config.reference_problems > 0 and can_run_side_jobs()
+                and next(policy.model.parameters()).device.type == "cpu" and not (out / "reference_steps.pt").exists())
+        job = (_reference_job, (dataclasses.asdict(config), key, sorted(guess), str(pending), progress))
+        with (side_job(*job) if side else nullcontext()) as future, torch.no_grad():
             data = collect_steps(policy, problems, width=config.beam_width, samples=config.beam_samples,
                                  temperature=config.search_temperature, seed=config.seed, max_depth=config.max_depth,
                                  max_step_tokens=config.max_step_tokens, progress=progress)
+        if future is not None and (error := _side_error(future)):
+            warnings.warn(f"the reference steps' side job failed ({error}); drawing them here instead", stacklevel=2)
         data.save(out / "steps.pt", key=key)
         data = data.as_saved()  # what a resumed run reads back: the same verifier either way
     split = split_problems(data.problem_ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
     parts = {name: data.of_problems(ids) for name, ids in split.items()}
     if config.reference_problems:  # never the held-out problems' questions
-        held_out = {p.question for p in problems if p.id not in split["train"]}
-        ref_key = hashlib.sha256((key + json.dumps([config.reference_problems, config.reference_slips])).encode()).hexdigest()
+        held_out = _held_out_questions(problems, data.problem_ids, config)
+        ref_key = reference_key(key, config)
         ref = StepData.load(out / "reference_steps.pt", key=ref_key)
+        if ref is None and held_out == guess and StepData.load(pending, key=ref_key) is not None:
+            pending.replace(out / "reference_steps.pt")  # drawn by the side job with these exclusions
+            ref = StepData.load(out / "reference_steps.pt", key=ref_key)
+        pending.unlink(missing_ok=True)
         if ref is None:
             ref = reference_steps(policy, reference_problems(config.task, config.reference_problems, config.seed,
                                                              exclude=held_out),
@@ -340,6 +354,51 @@ def train_step_verifier(config, policy, *, progress: bool = True):
     if progress:
         print(step_summary(test))
     return out
+
+
+def label_key(config, policy) -> str:
+    """The own-step labels' cache key: what draws them, and the policy (its tokenizer and embeddings)."""
+    fingerprint = tokenizer_fingerprint(policy.tokenizer, policy.backtrack_id)
+    emb = policy.model.get_input_embeddings().weight.detach()
+    return hashlib.sha256(json.dumps({
+        "fields": [config.task, config.num_problems, config.beam_width, config.beam_samples,
+                   config.search_temperature, config.seed, config.max_depth, config.max_step_tokens],
+        "policy": [fingerprint, float(emb.double().sum()), float(emb.double().abs().sum())]}).encode()).hexdigest()
+
+
+def reference_key(key: str, config) -> str:
+    """The reference steps' cache key: the own-step labels' key (their problems fix the exclusions)
+    and the reference knobs."""
+    return hashlib.sha256((key + json.dumps([config.reference_problems, config.reference_slips])).encode()).hexdigest()
+
+
+def _held_out_questions(problems, ids, config) -> set[str]:
+    """Questions of ``problems`` outside the training split of ``ids``: no reference step may use them."""
+    split = split_problems(ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
+    return {p.question for p in problems if p.id not in split["train"]}
+
+
+def _reference_job(config: dict, key: str, exclude: list[str], path: str, progress: bool) -> None:
+    """A side job of ``train_step_verifier``: the reference steps, saved to ``path``."""
+    from verifier.config import VerifierTrainConfig
+    from verifier.train import load_frozen_policy  # verifier.train imports this module
+
+    config = VerifierTrainConfig(**config)
+    policy = load_frozen_policy(config.policy)
+    if label_key(config, policy) != key:
+        raise RuntimeError(f"the policy at {config.policy} is not the one the labels are drawn with")
+    ref = reference_steps(policy, reference_problems(config.task, config.reference_problems, config.seed,
+                                                     exclude=set(exclude)),
+                          slips=config.reference_slips, seed=config.seed, progress=progress)
+    ref.save(path, key=reference_key(key, config))
+
+
+def _side_error(future) -> str | None:
+    try:
+        future.result()
+    except Exception as e:  # noqa: BLE001 - reported, then the steps are drawn here
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def step_summary(test: dict) -> str:

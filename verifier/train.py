@@ -215,10 +215,11 @@ def train_verifier(config: VerifierTrainConfig, *, policy: Policy | None = None,
     """Build labels, cache features, train the head, evaluate on held-out problems and write
     ``out/verifier/`` (head + config), ``out/metrics.json``, ``out/config.json``,
     ``out/features.pt`` and ``out/reliability_<source>.png``. Returns ``out``."""
+    from_spec = policy is None  # the policy a side job loads from config.policy is this one
     policy = policy if policy is not None else load_frozen_policy(config.policy)
     policy.model.eval()
     if config.kind == "step":
-        return train_step_verifier(config, policy, progress=progress)
+        return train_step_verifier(config, policy, progress=progress, side_labels=from_spec)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", dataclasses.asdict(config))

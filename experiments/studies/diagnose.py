@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from policy.data import generate_problems, load_gsm8k
 from policy.data.grading import answers_match, extract_answer, parse_annotations
 from policy.data.problems import format_prompt
 from policy.generate import generate
+from policy.workers import can_run_side_jobs, side_job
 from search.knobs import knob as _f
 from verifier.baselines import CheckerOracle, RandomRanker
 from verifier.labels import holds_error
@@ -64,10 +66,15 @@ class DiagnoseConfig:
     max_depth: int = _f(24, "most steps of a searched solution (>= 1)")
     max_step_tokens: int = _f(96, "step-length cap of search in tokens (>= 1)")
     seed: int = _f(0, "seed for problems and sampling")
+    workers: int = _f(2, "processes: 2 draws the pass@k samples in a second process while this one searches, one "
+                      "thread each, on a CPU with >= 2 cores (the same measurements up to float rounding, in less "
+                      "wall time); 1 does one after the other")
 
     def __post_init__(self) -> None:
         if not self.run:
             raise ValueError("run is required: a run folder with a policy and a verifier")
+        if self.workers not in (1, 2):
+            raise ValueError(f"--workers must be 1 or 2, got {self.workers!r}")
         for name in ("n", "samples", "width", "beam_samples", "max_new_tokens", "max_depth", "max_step_tokens"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -159,7 +166,15 @@ def _sampling(cfg: DiagnoseConfig, policy, problems) -> dict:
     return out
 
 
-def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) -> dict:
+def _sampling_job(cfg: dict) -> dict:
+    """``_sampling`` as a side job (``policy.workers.side_job``): loads the run's policy itself."""
+    cfg = DiagnoseConfig(**cfg)
+    policy, _ = load_run(Path(cfg.run))
+    policy.model.eval()
+    return _sampling(cfg, policy, _problems(cfg))
+
+
+def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) -> tuple[dict, list[dict]]:
     res = out / "results.jsonl"
     lim = {"max_depth": cfg.max_depth, "max_step_tokens": cfg.max_step_tokens}
     beam = {"width": cfg.width, "samples": cfg.beam_samples, "temperature": cfg.search_temperature, **lim}
@@ -175,12 +190,6 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
         "beam random": ("beam", RandomRanker(cfg.seed, H), {**beam, "rank": "verifier", "aggregate": "last"}),
         "beam oracle": ("beam", CheckerOracle(H), {**beam, "rank": "verifier", "aggregate": "max"}),
     }
-    rows = {}
-    for name, (method, ver, knobs) in plan.items():
-        log(f"[diagnose] {name}")
-        rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name, threshold=1.0,
-                      seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
-        rows[name] = method_row(rs)
     sweep = [(t, f"beam verifier τ={t:g}{KEEP}", "beam", verifier, {**beam, "rank": "verifier", "aggregate": cfg.aggregate,
                                                                "keep_last": True})
              for t in cfg.threshold_list if t < 1.0]
@@ -190,12 +199,31 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
     # the ceiling of step pruning: the checker (P in {0, 1}) prunes every step it sees is wrong
     sweep.append((0.5, f"beam oracle τ=0.5{KEEP}", "beam", CheckerOracle(H),
                   {**beam, "rank": "verifier", "aggregate": "max", "keep_last": True}))
-    for t, name, method, ver, knobs in sweep:
+    # Rows another search's tree already holds are replayed from it (``evaluate``'s ``replays``; a
+    # problem whose replay is not exact runs live below): the majority vote counts the verifier
+    # vote's chains, and a pruned search is its τ = 1 search replayed at τ.
+    base_of = {"vote@8 majority": "vote@8 verifier", **{name: name.split(" τ=")[0] for _, name, *_ in sweep}}
+    changes = {"vote@8 majority": {"vote": "majority"}}
+    replays: dict[str, list] = {}
+    for name, base in base_of.items():
+        t = next((t for t, n, *_ in sweep if n == name), 1.0)
+        keep = {"keep_last": True} if KEEP in name else {}
+        replays.setdefault(base, []).append((name, t, {**changes.get(name, {}), **keep}))
+    order = list(plan) + [name for _, name, *_ in sweep]
+    todo = sorted(plan.items(), key=lambda kv: kv[0] not in replays)  # the recorded searches first
+    todo += [(name, (method, ver, knobs)) for t, name, method, ver, knobs in sweep]
+    thresholds = {name: t for t, name, *_ in sweep}
+    rows, greedy = {}, []
+    for name, (method, ver, knobs) in todo:
         log(f"[diagnose] {name}")
-        rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name, threshold=t,
-                      seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, progress=False, **knobs)
+        rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name,
+                      threshold=thresholds.get(name, 1.0), seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                      progress=False, batch_size=64 if method == "decode" else 8, replays=replays.get(name, ()),
+                      **knobs)
         rows[name] = method_row(rs)
-    return rows
+        greedy = rs if name == "greedy" else greedy
+    rows = {name: rows[name] for name in order}
+    return rows, greedy
 
 
 KEEP = " keep-last"  # pruned beams keep the best pruned child when nothing else is left (BeamConfig.keep_last)
@@ -259,20 +287,24 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     problems = _problems(cfg)
     policy.model.eval()
-    greedy = generate(policy, [format_prompt(p.question) for p in problems], rewind=True,
-                      max_new_tokens=cfg.max_new_tokens)
+    # pass@k's samples are the longest part: a side job draws them while this process searches
+    side = cfg.workers > 1 and can_run_side_jobs() and next(policy.model.parameters()).device.type == "cpu"
+    log("[diagnose] sampling for pass@k" + (" (in a second process)" if side else ""))
+    with (side_job(_sampling_job, (dataclasses.asdict(cfg),))
+          if side else nullcontext()) as future:
+        sampling = None if side else _sampling(cfg, policy, problems)
+        rows, greedy = _methods(cfg, out, policy, verifier, problems, log)
+        log("[diagnose] sibling steps")
+        steps = collect_steps(policy, problems, width=cfg.width, samples=cfg.beam_samples,
+                              temperature=cfg.search_temperature, seed=cfg.seed + 7, max_depth=cfg.max_depth,
+                              max_step_tokens=cfg.max_step_tokens, progress=False)
+    sampling = future.result() if side else sampling
+    solution = {p.id: p.solution for p in problems}
     taxonomy: dict[str, int] = {}
-    for g, p in zip(greedy, problems):
-        if not answers_match(extract_answer(g.text), p.answer):
-            kind = error_taxonomy(g.text, p.solution)
+    for g in greedy:  # the greedy row's decoded text: where it first leaves the reference
+        if not g["correct"]:
+            kind = error_taxonomy(g["text"] or "", solution[g["problem_id"]])
             taxonomy[kind] = taxonomy.get(kind, 0) + 1
-    log("[diagnose] sampling for pass@k")
-    sampling = _sampling(cfg, policy, problems)
-    rows = _methods(cfg, out, policy, verifier, problems, log)
-    log("[diagnose] sibling steps")
-    steps = collect_steps(policy, problems, width=cfg.width, samples=cfg.beam_samples,
-                          temperature=cfg.search_temperature, seed=cfg.seed + 7, max_depth=cfg.max_depth,
-                          max_step_tokens=cfg.max_step_tokens, progress=False)
     if isinstance(verifier, StepVerifier):
         sib = evaluate_steps(verifier, steps, thresholds=cfg.threshold_list, seed=cfg.seed)
         sib["misordered_by_operator"] = misordered_by_operator(score_data(verifier, steps), steps)

@@ -88,12 +88,20 @@ def evaluate(
     trees_limit: int | None = None,
     progress: bool = True,
     extra: dict | None = None,
+    replays: Sequence[tuple[str, float, dict]] = (),
     **knobs: Any,
 ) -> list[dict]:
     """Solve ``problems`` with ``method``; append rows to ``out``; return this call's rows plus
     the rows already there for ``tag`` (and this shard). With ``trees_dir``, the search trees of
     the first ``trees_limit`` problems (all when None) are saved there as JSON. ``extra`` keys
-    (e.g. a config hash) are added to every new row."""
+    (e.g. a config hash) are added to every new row.
+
+    ``replays``: ``(tag, threshold, knobs)`` rows derived from each search without the model —
+    ``search.replay`` of its tree at that threshold with those config changes (another vote rule,
+    ``keep_last``...) — appended under their own tag wherever the replay is exact (it held every
+    child the live run would draw; sampling is seeded per node path, so it is that run's outcome).
+    Their rows carry ``stats["replayed"] = True`` and no wall time; a later ``evaluate`` of that tag
+    runs live only the problems whose replay was not exact."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     rank, world = shard
@@ -103,6 +111,10 @@ def evaluate(
     done = {r["problem_id"]: r for r in read_results(out) if r.get("tag") == tag}
     todo = [p for p in mine if p.id not in done]
     rows = [done[p.id] for p in mine if p.id in done]
+    if replays and method in DECODERS:
+        raise ValueError("replays derive rows from search trees: the decoders have none")
+    derived = {t: {r["problem_id"] for r in read_results(out) if r.get("tag") == t} for t, _, _ in replays} \
+        if replays else {}
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=tag, unit="problem", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
@@ -118,17 +130,28 @@ def evaluate(
                 for p, s in zip(chunk, sols):
                     if trees_limit is None or mine.index(p) < trees_limit:
                         search.export_tree(s, Path(trees_dir) / f"{tag}-{p.id}.json")
+            for rtag, rthreshold, rknobs in replays:
+                for p, s in zip(chunk, sols):
+                    if p.id in derived[rtag]:
+                        continue
+                    r = search.replay(s.tree, rthreshold, **rknobs)
+                    if r.exact:
+                        append_jsonl(out, _row(rtag, method, _used_threshold(rthreshold, verifier, {}), p, r.answer,
+                                               r.text, {**r.stats, "replayed": True}, extra))
         for p, (answer, text, stats) in zip(chunk, results):
-            row = {"tag": tag, "method": method, "threshold": None if method in DECODERS else _used_threshold(
-                       threshold, verifier, knobs),
-                   "problem_id": p.id, "answer": answer, "reference": p.answer,
-                   "correct": bool(answers_match(answer, p.answer)), "text": text, "stats": stats,
-                   **(extra or {})}
+            row = _row(tag, method, None if method in DECODERS else _used_threshold(threshold, verifier, knobs), p,
+                       answer, text, stats, extra)
             append_jsonl(out, row)
             rows.append(row)
         bar.update(len(chunk))
     bar.close()
     return rows
+
+
+def _row(tag: str, method: str, threshold: float | None, problem, answer, text, stats: dict, extra: dict | None) -> dict:
+    return {"tag": tag, "method": method, "threshold": threshold, "problem_id": problem.id, "answer": answer,
+            "reference": problem.answer, "correct": bool(answers_match(answer, problem.answer)), "text": text,
+            "stats": stats, **(extra or {})}
 
 
 def _used_threshold(threshold: float | None, verifier: Any, knobs: dict) -> float:
