@@ -142,6 +142,9 @@ class BeamConfig(SearchConfig):
     keep_last: bool = _f(False, "when pruning leaves a round with no open child and no answer has been found, the "
                          "pruned child of the best path stays: pruning drops alternatives, it does not end a "
                          "search that has nothing else (off: such a search ends with reason 'all_pruned')")
+    accept: float | None = _f(None, "lazy siblings: each beam draws its children one at a time and stops once one "
+                              "scores P(error) < accept (the root: once W do), up to M (W x M): the siblings a "
+                              "confident step would have had are never drawn; None draws all of them at once")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -154,6 +157,12 @@ class BeamConfig(SearchConfig):
         for name in ("distinct", "keep_last", "early_stop"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.accept is not None:
+            if isinstance(self.accept, bool) or not isinstance(self.accept, (int, float)) or not 0 < self.accept <= 1:
+                raise ValueError(f"accept must be a number in (0, 1] or None, got {self.accept!r}")
+            if self.keep_last:
+                raise ValueError("accept (lazy siblings) and keep_last do not combine: a round of several draws "
+                                 "frees its pruned children between them")
 
     @property
     def keeps_pruned(self) -> bool:

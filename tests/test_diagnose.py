@@ -72,12 +72,15 @@ def test_pruning_savings_picks_the_largest_cut_within_one_point():
     methods = {"beam verifier": m(0.40, 800.0), "beam verifier τ=0.5 keep-last": m(0.30, 400.0),
                "beam verifier τ=0.8 keep-last": m(0.395, 600.0), "beam verifier τ=0.9 keep-last": m(0.40, 700.0),
                "vote@8 verifier": m(0.39, 700.0), "vote@8 verifier τ=0.9": m(0.37, 500.0),
-               "beam oracle": m(0.50, 800.0), "beam oracle τ=0.5 keep-last": m(0.48, 600.0)}
+               "beam oracle": m(0.50, 800.0), "beam oracle τ=0.5 keep-last": m(0.48, 600.0),
+               "beam verifier lazy accept=0.5": m(0.35, 300.0), "beam verifier lazy accept=0.9": m(0.405, 480.0)}
     found = pruning_savings(methods)
     got = {p["search"]: p["best"] for p in found}
     assert got["beam verifier"]["threshold"] == 0.8
     assert abs(got["beam verifier"]["token_cut"] - 0.25) < 1e-9
     assert got["vote@8 verifier"] is None  # 2 points lost: no threshold qualifies
+    assert got["beam verifier lazy"]["threshold"] == 0.9 and abs(got["beam verifier lazy"]["token_cut"] - 0.4) < 1e-9
+    assert len({p["search"]: p["rows"] for p in found}["beam verifier"]) == 3  # the lazy rows are not its τ rows
     oracle = {p["search"]: p["rows"] for p in found}["beam oracle"]
     assert oracle == [{"threshold": 0.5, "token_cut": 0.25, "accuracy_change": oracle[0]["accuracy_change"]}]
     assert abs(oracle[0]["accuracy_change"] + 0.02) < 1e-9
@@ -87,6 +90,7 @@ def test_pruning_savings_picks_the_largest_cut_within_one_point():
                         "sampling": {"0.4": {"pass_at_k": {"4": 0.5}}}, "siblings": {}, "greedy_error_taxonomy": {},
                         "pruning": found})
     assert "A perfect step pruner (the checker as oracle, τ = 0.5) cuts 25%" in text and "-2.0 points" in text
+    assert "at accept = 0.9 cut 40% of generated tokens at +0.5 points" in text
 
 
 def test_misordered_by_operator_files_each_pair_under_the_right_steps_operator():

@@ -213,6 +213,16 @@ def test_collected_steps_train_on_what_a_resumed_run_reads_back(tmp_path):
     for a, b in zip(back.views, now.views, strict=True):
         assert torch.equal(a.hidden, b.hidden) and torch.equal(a.logprobs, b.logprobs) and a.ids == b.ids
     assert back.labels == now.labels and back.groups == now.groups
+    for name in now.__dataclass_fields__:  # every field as it was, the floats exactly
+        if name != "views":
+            assert getattr(back, name) == getattr(now, name), name
+    # a file in the layout before the flat one (a list of per-row tensors) still reads back the same
+    torch.save({"key": "k", **{k: getattr(data, k) for k in data.__dataclass_fields__ if k != "views"},
+                "views": [(v.hidden.half(), v.logprobs, v.entropies, v.depth, list(v.ids)) for v in data.views]},
+               tmp_path / "old.pt")
+    old = StepData.load(tmp_path / "old.pt", key="k")
+    assert all(torch.equal(a.hidden, b.hidden) and a.ids == b.ids for a, b in zip(old.views, back.views, strict=True))
+    assert StepData.load(tmp_path / "s.pt", key="other") is None
 
 
 @pytest.mark.parametrize("question, prefix, step, stop, want", [

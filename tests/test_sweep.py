@@ -84,7 +84,7 @@ def test_parse_thresholds():
 
 @pytest.mark.parametrize("method, knobs, derived", [
     ("beam", {"width": 2, "samples": 2, "keep_last": False}, [("b τ=0.45 keep-last", 0.45, {"keep_last": True}),
-                                                                ("b τ=0.55", 0.55, {})]),
+                                                                ("b τ=0.55", 0.55, {}), ("b lazy", 1.0, {"accept": 0.5})]),
     ("best_of_n", {"n": 4, "vote": "weighted"}, [("v majority", 1.0, {"vote": "majority"}), ("v τ=0.5", 0.5, {})]),
 ])
 def test_evaluate_replays_are_the_live_rows_where_exact(run_dir, tmp_path, method, knobs, derived):

@@ -315,9 +315,10 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
         held_out = _held_out_questions(problems, data.problem_ids, config)
         ref_key = reference_key(key, config)
         ref = StepData.load(out / "reference_steps.pt", key=ref_key)
-        if ref is None and held_out == guess and StepData.load(pending, key=ref_key) is not None:
-            pending.replace(out / "reference_steps.pt")  # drawn by the side job with these exclusions
-            ref = StepData.load(out / "reference_steps.pt", key=ref_key)
+        if ref is None and held_out == guess:
+            ref = StepData.load(pending, key=ref_key)  # drawn by the side job with these exclusions
+            if ref is not None:
+                pending.replace(out / "reference_steps.pt")
         pending.unlink(missing_ok=True)
         if ref is None:
             ref = reference_steps(policy, reference_problems(config.task, config.reference_problems, config.seed,

@@ -9,8 +9,12 @@ round (W×M = 1×8, 2×4, 8×1), the step temperature (0.4-0.8), ``distinct`` be
 threshold 0.9 (and lower for ``distinct``) against each τ = 1; then ``keep_last`` pruning at τ =
 0.9-0.5 for W×M 4×2 and 8×1, beside the same beams ranked and pruned by the step checker (an
 oracle: the most any step pruner can cut); last, twice the budget: W×M 4×4 (verifier and oracle)
-beside vote@16 (majority and verifier-weighted), which spends the same tokens. It prints one table and writes
-``RUN/choose_search/results.jsonl`` (rows are reused on a rerun).
+beside vote@16 (majority and verifier-weighted), which spends the same tokens; and lazy siblings
+(``BeamConfig.accept``: a beam draws its next child only while none of its children scores below
+the threshold) for W×M 4×2 and 4×4. It prints one table and writes
+``RUN/choose_search/results.jsonl`` (rows are reused on a rerun). ``--only`` runs the rows whose tag
+is one of its comma-separated parts, or starts with a part that ends in ``*`` (e.g.
+``--only "greedy,beam prod,beam prod W4 M2 lazy*"``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class ChooseSearchConfig:
     run: str = knob(None, "a run folder with a policy and a verifier (rewind demo writes one)")
     n: int = knob(200, "validation problems to solve (>= 1)")
     skip: int = knob(400, "validation problems the verifier's own labels came from (the demo's verifier_problems)")
+    only: str = knob("", "comma-separated tags to run ('prefix*' for every tag that starts with prefix); '' runs all")
 
     def __post_init__(self) -> None:
         if not self.run:
@@ -54,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             **{f"beam {a}": ("beam", verifier, {**beam, "aggregate": a}) for a in ("last", "max", "prod")},
             "mcts 16x2": ("mcts", verifier, {"simulations": 16, "children": 2, "temperature": 0.4}),
             **_variants(beam, verifier)}
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    plan = {tag: v for tag, v in plan.items()
+            if not parts or any(tag == p or (p.endswith("*") and tag.startswith(p[:-1])) for p in parts)}
+    if not plan:
+        raise SystemExit(f"--only {args.only!r} matches no row")
     print("| method | accuracy | 95% CI | tokens generated / problem |\n|---|---|---|---|")
     for tag, (method, ver, knobs) in plan.items():
         knobs = dict(knobs)
@@ -86,6 +96,9 @@ def _variants(beam: dict, verifier) -> dict[str, tuple[str, object, dict]]:
             plan[f"beam prod{shape} keep-last τ={tau:g}"] = {**prod, "width": w, "samples": m, "threshold": tau,
                                                            "keep_last": True}
     plan["beam prod W4 M4"] = {**prod, "samples": 4}  # twice the budget: 16 children per round
+    for m in (2, 4):  # lazy siblings: a beam stops drawing once a child scores below `accept`
+        for a in (0.5, 0.8, 0.9, 0.95):
+            plan[f"beam prod W4 M{m} lazy accept={a:g}"] = {**prod, "samples": m, "accept": a}
     out = {tag: ("beam", verifier, knobs) for tag, knobs in plan.items()}
     for vote, ver in (("majority", None), ("weighted", verifier)):  # vote@16: the same tokens as W4 M4
         out[f"vote@16 {'verifier' if ver else 'majority'}"] = ("best_of_n", ver, {"n": 16, "vote": vote,

@@ -62,6 +62,8 @@ class DiagnoseConfig:
     beam_samples: int = _f(4, "children per beam M (>= 1); the root draws W x M")
     aggregate: str = _f("prod", "path score of the verifier beam: last, max or prod")
     thresholds: str = _f("0.3,0.5,0.7,0.9,1", "thresholds of the prune table and the sweep, comma-separated, in [0, 1]")
+    accepts: str = _f("", "lazy-sibling beams beside the full one (BeamConfig.accept: a beam draws its next child "
+                      "only while none of its children scores below it), comma-separated, in (0, 1]; '' none")
     max_new_tokens: int = _f(320, "longest decoded solution (>= 1)")
     max_depth: int = _f(24, "most steps of a searched solution (>= 1)")
     max_step_tokens: int = _f(96, "step-length cap of search in tokens (>= 1)")
@@ -86,6 +88,8 @@ class DiagnoseConfig:
             raise ValueError(f"search_temperature must be in (0, 2], got {self.search_temperature}")
         if not ths or any(not 0 <= t <= 1 for t in ths):
             raise ValueError(f"thresholds must lie in [0, 1], got {self.thresholds!r}")
+        if any(not 0 < a <= 1 for a in self.accept_list):
+            raise ValueError(f"accepts must lie in (0, 1], got {self.accepts!r}")
         if self.aggregate not in ("last", "max", "prod"):
             raise ValueError(f"aggregate must be last, max or prod, got {self.aggregate!r}")
         if self.task not in ("builtin", "gsm8k"):
@@ -98,6 +102,10 @@ class DiagnoseConfig:
     @property
     def threshold_list(self) -> list[float]:
         return _floats("thresholds", self.thresholds)
+
+    @property
+    def accept_list(self) -> list[float]:
+        return _floats("accepts", self.accepts)
 
 
 def _floats(name: str, text: str) -> list[float]:
@@ -199,11 +207,15 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
     # the ceiling of step pruning: the checker (P in {0, 1}) prunes every step it sees is wrong
     sweep.append((0.5, f"beam oracle τ=0.5{KEEP}", "beam", CheckerOracle(H),
                   {**beam, "rank": "verifier", "aggregate": "max", "keep_last": True}))
+    lazy = [(1.0, f"beam verifier{LAZY}{a:g}", "beam", verifier, {**beam, "rank": "verifier", "aggregate": cfg.aggregate,
+                                                               "accept": a}) for a in cfg.accept_list]
     # Rows another search's tree already holds are replayed from it (``evaluate``'s ``replays``; a
     # problem whose replay is not exact runs live below): the majority vote counts the verifier
     # vote's chains, and a pruned search is its τ = 1 search replayed at τ.
-    base_of = {"vote@8 majority": "vote@8 verifier", **{name: name.split(" τ=")[0] for _, name, *_ in sweep}}
-    changes = {"vote@8 majority": {"vote": "majority"}}
+    base_of = {"vote@8 majority": "vote@8 verifier", **{name: name.split(" τ=")[0] for _, name, *_ in sweep},
+               **{name: "beam verifier" for _, name, *_ in lazy}}
+    changes = {"vote@8 majority": {"vote": "majority"}, **{name: {"accept": k["accept"]} for _, name, _, _, k in lazy}}
+    sweep += lazy
     replays: dict[str, list] = {}
     for name, base in base_of.items():
         t = next((t for t, n, *_ in sweep if n == name), 1.0)
@@ -227,29 +239,32 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
 
 
 KEEP = " keep-last"  # pruned beams keep the best pruned child when nothing else is left (BeamConfig.keep_last)
+LAZY = " lazy accept="  # a beam draws its next child only while none of its children scores below it (BeamConfig.accept)
 
 
 def pruning_savings(methods: dict) -> list[dict]:
-    """Per pruned search (beam / vote@8 with the verifier, and the beam pruned by the checker as an
-    oracle): the threshold that cuts the most generated tokens while staying within 1 point of its
-    τ = 1 accuracy, with that cut (None if none does), and every pruned row's cut as ``rows``."""
+    """Per pruned search (beam / vote@8 with the verifier, the beam pruned by the checker as an
+    oracle, and the beam with lazy siblings — its threshold is ``accept``): the threshold that cuts
+    the most generated tokens while staying within 1 point of its τ = 1 accuracy, with that cut
+    (None if none does), and every pruned row's cut as ``rows``."""
     out = []
-    for base in ("beam verifier", "vote@8 verifier", "beam oracle"):
+    for base, mark, search in (("beam verifier", " τ=", "beam verifier"), ("vote@8 verifier", " τ=", "vote@8 verifier"),
+                               ("beam oracle", " τ=", "beam oracle"), ("beam verifier", LAZY, "beam verifier lazy")):
         if base not in methods:
             continue
         b = methods[base]
         best, rows = None, []
         for name, m in methods.items():
-            if not name.startswith(base + " τ="):
+            if not name.startswith(base + mark):
                 continue
             cut = 1.0 - m["tokens_generated"] / b["tokens_generated"] if b["tokens_generated"] else 0.0
-            row = {"threshold": float(name.split("τ=")[1].split()[0]), "token_cut": cut,
+            row = {"threshold": float(name[len(base + mark):].split()[0]), "token_cut": cut,
                    "accuracy_change": m["accuracy"] - b["accuracy"]}
             rows.append(row)
             if m["accuracy"] >= b["accuracy"] - 0.01 + 1e-12 and (best is None or cut > best["token_cut"]):
                 best = row
         if rows:
-            out.append({"search": base, "best": best, "rows": rows})
+            out.append({"search": search, "best": best, "rows": rows})
     return out
 
 
@@ -360,7 +375,14 @@ def limits_text(r: dict) -> str:
             out.append(f"A perfect step pruner (the checker as oracle, τ = {o_row['threshold']:g}) cuts "
                        f"{100 * o_row['token_cut']:.0f}% of the oracle beam's generated tokens at "
                        f"{100 * o_row['accuracy_change']:+.1f} points: only the tokens after a step the checker sees is "
-                       "wrong can go, so no threshold on a checker-trained verifier can cut more on this policy.")
+                       "wrong can go, so no pruning of drawn steps by a checker-trained verifier can cut more on "
+                       "this policy.")
+        elif p["search"] == "beam verifier lazy":
+            out.append("Lazy siblings (a beam draws its next child only while none of its children scores below "
+                       "`accept`) " + ("cost more than 1 point at every accept measured." if b is None else
+                                       f"at accept = {b['threshold']:g} cut {100 * b['token_cut']:.0f}% of generated "
+                                       f"tokens at {100 * b['accuracy_change']:+.1f} points: the siblings of steps the "
+                                       "verifier accepts are never drawn."))
         elif b is None:
             out.append(f"Pruning the {p['search']} at any threshold measured costs more than 1 point.")
         else:

@@ -10,6 +10,12 @@ paths; when fewer than W distinct children survive, the next round draws fewer. 
 ``keep_last``, a round whose children are all pruned, while no answer exists, keeps the best of
 them: the threshold drops alternatives, it never leaves the search with nothing.
 
+Lazy siblings (``accept``): instead of all M children at once, each beam draws one child at a
+time and stops once one of its children scores P(error) < ``accept`` (the root: once W of its
+children do), up to M (W×M at the root). A child is drawn at the seed path it has in the full
+beam, so the lazy beam's children are a subset of the full beam's: only the siblings of a step the
+verifier already accepts go undrawn — the tokens the full beam spends on them are the saving.
+
 Early stop (``early_stop``, verifier ranking with aggregate ``max`` or ``prod``): a path's
 score can only get worse as it grows (``max`` of more steps, ``1 - prod(1 - p)`` over more
 steps), so once a finished answer's path score is strictly below every open beam's, no
@@ -44,7 +50,10 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
     root_samples = config.root_samples or config.width * config.samples
     frontier = [ROOT]
     while frontier:
-        yield [Expand(n, root_samples if n == ROOT else config.samples, config.temperature) for n in frontier]
+        if config.accept is None:
+            yield [Expand(n, root_samples if n == ROOT else config.samples, config.temperature) for n in frontier]
+        else:
+            yield from _lazy_round(run, config, frontier, root_samples)
         children = sorted((c for n in frontier for c in run.open_children(n)), key=key)
         if not children and config.keep_last and not run.answers():
             children = _keep_last(run, frontier, key)
@@ -63,6 +72,26 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
     if not finished:
         return no_answer(run)
     return Outcome(min(finished, key=key), "answer")
+
+
+def _lazy_round(run: SearchRun, config: BeamConfig, frontier: list[int], root_samples: int):
+    """One round of lazy siblings: draw until each node has enough accepted children (1; W at the
+    root) or its quota (M; W×M at the root), then free the nodes' KV."""
+    quota = {n: root_samples if n == ROOT else config.samples for n in frontier}
+    need = {n: min(config.width, quota[n]) if n == ROOT else 1 for n in frontier}
+
+    def accepted(n: int) -> int:
+        return sum(1 for c in run.live_children(n) if run.p(c) < config.accept)
+
+    asking = list(frontier)
+    while asking:
+        before = {n: len(run.tree.children[n]) for n in asking}
+        counts = {n: min(max(1, need[n] - accepted(n)), quota[n] - before[n]) for n in asking}
+        yield [Expand(n, counts[n], config.temperature, keep=True) for n in asking]
+        # a node that got no new child (a replay whose recorded tree lacks it) has nothing more to give
+        asking = [n for n in asking if before[n] < len(run.tree.children[n]) < quota[n] and accepted(n) < need[n]]
+    for n in frontier:
+        run.release(n)
 
 
 def _keep_last(run: SearchRun, frontier: list[int], key: Callable[[int], tuple]) -> list[int]:
