@@ -64,6 +64,9 @@ class DiagnoseConfig:
     thresholds: str = _f("0.3,0.5,0.7,0.9,1", "thresholds of the prune table and the sweep, comma-separated, in [0, 1]")
     accepts: str = _f("", "lazy-sibling beams beside the full one (BeamConfig.accept: a beam draws its next child "
                       "only while none of its children scores below it), comma-separated, in (0, 1]; '' none")
+    accept_samples: int | None = _f(None, "children per beam M of the lazy beams, at most (default: --beam-samples); "
+                                    "a larger M spends about the full beam's tokens on more children where the "
+                                    "verifier doubts", required=False)
     max_new_tokens: int = _f(320, "longest decoded solution (>= 1)")
     max_depth: int = _f(24, "most steps of a searched solution (>= 1)")
     max_step_tokens: int = _f(96, "step-length cap of search in tokens (>= 1)")
@@ -75,6 +78,9 @@ class DiagnoseConfig:
     def __post_init__(self) -> None:
         if not self.run:
             raise ValueError("run is required: a run folder with a policy and a verifier")
+        if self.accept_samples is not None and (isinstance(self.accept_samples, bool) or
+                                                not isinstance(self.accept_samples, int) or self.accept_samples < 1):
+            raise ValueError(f"--accept-samples must be an integer >= 1, got {self.accept_samples!r}")
         if self.workers not in (1, 2):
             raise ValueError(f"--workers must be 1 or 2, got {self.workers!r}")
         for name in ("n", "samples", "width", "beam_samples", "max_new_tokens", "max_depth", "max_step_tokens"):
@@ -207,14 +213,18 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
     # the ceiling of step pruning: the checker (P in {0, 1}) prunes every step it sees is wrong
     sweep.append((0.5, f"beam oracle τ=0.5{KEEP}", "beam", CheckerOracle(H),
                   {**beam, "rank": "verifier", "aggregate": "max", "keep_last": True}))
-    lazy = [(1.0, f"beam verifier{LAZY}{a:g}", "beam", verifier, {**beam, "rank": "verifier", "aggregate": cfg.aggregate,
-                                                               "accept": a}) for a in cfg.accept_list]
+    m = cfg.accept_samples or cfg.beam_samples
+    shape = "" if m == cfg.beam_samples else f" W{cfg.width} M{m}"  # another M: not a pruned form of the beam
+    lazy = [(1.0, f"beam verifier{shape}{LAZY}{a:g}", "beam", verifier,
+             {**beam, "samples": m, "rank": "verifier", "aggregate": cfg.aggregate, "accept": a})
+            for a in cfg.accept_list]
     # Rows another search's tree already holds are replayed from it (``evaluate``'s ``replays``; a
     # problem whose replay is not exact runs live below): the majority vote counts the verifier
     # vote's chains, and a pruned search is its τ = 1 search replayed at τ.
     base_of = {"vote@8 majority": "vote@8 verifier", **{name: name.split(" τ=")[0] for _, name, *_ in sweep},
-               **{name: "beam verifier" for _, name, *_ in lazy}}
+               **{name: "beam verifier" for _, name, *_ in lazy if not shape}}
     changes = {"vote@8 majority": {"vote": "majority"}, **{name: {"accept": k["accept"]} for _, name, _, _, k in lazy}}
+    # (a lazy beam's frontier seldom matches the full beam's: its replays are mostly not exact and run live)
     sweep += lazy
     replays: dict[str, list] = {}
     for name, base in base_of.items():
