@@ -48,6 +48,7 @@ def test_demo_quick_end_to_end(home, capsys):
     assert diag["n"] == 3 and diag["limits"] and "## Diagnose" in summary
     pruned = sorted(k for k in diag["methods"] if "τ=" in k and "oracle" not in k)  # the diagnose grid, not the sweep's
     assert pruned == ["beam verifier τ=0.3 keep-last", "vote@8 verifier τ=0.3"], pruned
+    assert [k for k in diag["methods"] if "lazy" in k] == ["beam verifier lazy accept=0.3"]  # the same grid as accept
     assert (run / "diagnose" / "diagnose.png").stat().st_size > 1000
     # its pass@k samples came from a second process (workers=2, the default; both processes at one
     # thread): one process at one thread measures the same, to the bit

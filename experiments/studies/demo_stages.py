@@ -118,11 +118,13 @@ def sweep(cfg: DemoConfig, run: Path) -> dict:
 
 
 def diagnose(cfg: DemoConfig, run: Path) -> dict:
-    """``rewind diagnose`` on this run (``run/diagnose/``): what limits search here."""
+    """``rewind diagnose`` on this run (``run/diagnose/``): what limits search here. Its thresholds
+    below 1 also serve as the ``accept`` of lazy-sibling beams."""
     dc = DiagnoseConfig(run=str(run), out=str(run / "diagnose"), n=cfg.diagnose_problems, seed=cfg.seed + 2,
                         samples=4 if cfg.quick else 16, temperatures="0.7" if cfg.quick else "0.4,0.7",
                         width=cfg.beam_width, beam_samples=cfg.beam_samples,
                         thresholds=",".join(f"{t:g}" for t in sorted(set(cfg.diagnose_thresholds) | {1.0})),
+                        accepts=",".join(f"{t:g}" for t in sorted(set(cfg.diagnose_thresholds)) if 0 < t < 1),
                         max_new_tokens=96 if cfg.quick else 320, max_depth=4 if cfg.quick else 24,
                         max_step_tokens=40 if cfg.quick else 96)
     r = run_diagnose(dc, log=lambda *_: None)
