@@ -63,7 +63,7 @@ def side_job(fn: Callable, args: Sequence[Any] = (), *, threads: int = 1) -> Ite
     before = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="rewind-side-job-") as tmp:
         job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.pkl"
-        job.write_bytes(pickle.dumps((fn.__module__, fn.__qualname__, tuple(args), threads)))
+        job.write_bytes(pickle.dumps((_module_of(fn), fn.__qualname__, tuple(args), threads)))
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # what imports here imports there
         proc = subprocess.Popen([sys.executable, "-m", "policy.workers", str(job), str(result)], env=env)
@@ -81,6 +81,18 @@ def side_job(fn: Callable, args: Sequence[Any] = (), *, threads: int = 1) -> Ite
                 done.set_result(value) if ok else done.set_exception(SideJobError(value))
             else:
                 done.set_exception(SideJobError(f"the side job's process ended with exit code {code} and no result"))
+
+
+def _module_of(fn: Callable) -> str:
+    """The importable name of ``fn``'s module (``python -m pkg.mod`` runs ``pkg.mod`` as ``__main__``)."""
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if spec is None:
+            raise ValueError(f"a side job's function must live in an importable module, not a script: "
+                             f"{fn.__qualname__} is in {getattr(sys.modules['__main__'], '__file__', '__main__')}")
+        module = spec.name
+    return module
 
 
 def _main(job: str, result: str) -> int:

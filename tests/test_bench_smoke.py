@@ -90,3 +90,13 @@ def test_verifier_epoch_bench_runs_every_variant_and_restores_the_path(tmp_path)
     assert all(f"| {v} |" in table for v in ("before", "fp32", "bf16"))
     with pytest.raises((SystemExit, ValueError)):
         verifier_epoch.main(["--out", str(tmp_path)])  # neither a run nor synthetic steps
+
+
+def test_side_jobs_bench_runs_both_arms(tmp_path):
+    from experiments.bench import side_jobs
+
+    assert side_jobs.main(["--run", "tiny", "--problems", "3", "--reference", "3", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "side_jobs.md").read_text()
+    assert "| labels, side by side" in table and "| load, flat layout |" in table
+    with pytest.raises((SystemExit, ValueError)):
+        side_jobs.main(["--problems", "1", "--out", str(tmp_path)])

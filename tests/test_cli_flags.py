@@ -53,7 +53,7 @@ def test_every_flag_is_a_config_field_with_its_help_and_default(name):
             continue
         assert action.dest in fields, f"rewind {name}: --{action.dest} is no field of {[c.__name__ for c in configs]}"
         f = fields[action.dest]
-        assert action.help.startswith(f.metadata["help"]), (name, action.dest)
+        assert action.help.startswith(f.metadata["help"].replace("%", "%%")), (name, action.dest)  # argparse escaping
         default = list(f.default) if isinstance(f.default, tuple) else f.default
         assert action.default in (default, None), (name, action.dest, action.default, f.default)
     missing = set(fields) - seen

@@ -48,3 +48,22 @@ def test_a_script_without_a_main_guard_is_not_run_again(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("script ran") == 1 and "pid True" in out.stdout
+
+
+def test_a_job_defined_in_a_module_run_with_dash_m_is_found(tmp_path):
+    """``python -m pkg.mod`` runs ``pkg.mod`` as ``__main__``: its functions are found under their
+    module's name; a function of a plain script is refused with a clear error."""
+    pkg = tmp_path / "sidepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "job.py").write_text("import os\nfrom policy.workers import side_job\n\ndef twice(x):\n    return 2 * x\n\n"
+                                "if __name__ == '__main__':\n    with side_job(twice, (21,)) as f:\n        pass\n"
+                                "    print('got', f.result())\n")
+    out = subprocess.run([sys.executable, "-m", "sidepkg.job"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0 and "got 42" in out.stdout, out.stderr
+    script = tmp_path / "plain.py"
+    script.write_text("from policy.workers import side_job\n\ndef f():\n    return 1\n\n"
+                      "with side_job(f) as fut:\n    pass\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "importable module" in out.stderr

@@ -41,7 +41,7 @@ class VerifierTrainConfig:
     reference_slips: int = _f(3, "step: slipped versions per correct reference step (>= 1)")
     label_workers: int = _f(2, "step: processes drawing the labels: 2 draws the reference steps in a second process "
                             "while this one draws the own-step labels, one thread each, on a CPU with >= 2 cores "
-                            "(the same labels as 1, in ~20% less time); 1 draws them one after the other")
+                            "(the labels 1 draws at one thread, in ~25% less time); 1 draws them one after the other")
     feature_dropout: float = _f(0.5, "step: share of training steps whose policy features (hidden states, "
                                 "log-probs, entropies) are zeroed, so the token path must learn to check, in [0, 1)")
     step_dropout: float = _f(0.1, "step: dropout inside the step verifier (attention, feed-forward, head), in [0, 1); "

@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 
 from policy.atomic import atomic_write_json
 from policy.workers import can_run_side_jobs, side_job
+from verifier.config import VerifierTrainConfig
+from verifier.frozen import load_frozen_policy
 from verifier.head import tokenizer_fingerprint
 from verifier.metrics import auroc
 from verifier.splits import reference_problems, split_problems, verifier_problems
@@ -285,7 +287,8 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     ``out/verifier/``, ``out/metrics.json``. Returns ``out``. With ``side_labels`` (``policy`` is
     ``config.policy`` as loaded from disk) and ``config.label_workers`` > 1 on a CPU, the reference
     steps are drawn by a second process while this one draws the own-step labels, one thread each
-    (``policy.workers.side_job``): the same labels, so the same verifier, in less wall time."""
+    (``policy.workers.side_job``): the labels one process draws at one thread, to the bit, in less
+    wall time (at two threads a few matrix products round differently)."""
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -381,9 +384,6 @@ def _held_out_questions(problems, ids, config) -> set[str]:
 
 def _reference_job(config: dict, key: str, exclude: list[str], path: str, progress: bool) -> None:
     """A side job of ``train_step_verifier``: the reference steps, saved to ``path``."""
-    from verifier.config import VerifierTrainConfig
-    from verifier.train import load_frozen_policy  # verifier.train imports this module
-
     config = VerifierTrainConfig(**config)
     policy = load_frozen_policy(config.policy)
     if label_key(config, policy) != key:

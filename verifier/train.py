@@ -21,9 +21,10 @@ from policy.atomic import atomic_write_json
 from policy.data import inject_errors
 from policy.data.problems import Problem
 from policy.generate import newline_token_ids
-from policy.model import Policy, load_policy, tiny_policy
+from policy.model import Policy
 from verifier.config import VerifierTrainConfig
 from verifier.features import Features, compute_features, load_features, save_features
+from verifier.frozen import load_frozen_policy
 from verifier.head import VerifierHead, tokenizer_fingerprint
 from verifier.labels import (
     LabelledSequence,
@@ -38,15 +39,6 @@ from verifier.splits import split_problems, verifier_problems
 from verifier.step_train import train_step_verifier
 
 __all__ = ["build_labels", "calibrate", "fit_head", "load_frozen_policy", "split_problems", "train_verifier"]
-
-
-def load_frozen_policy(spec: str) -> Policy:
-    """``'tiny'`` or anything ``load_policy`` takes (a run folder, a policy or adapter folder, a
-    ``.gguf`` file, a hub name: ``policy.locate`` resolves it); eval, no grad."""
-    policy = tiny_policy() if spec == "tiny" else load_policy(spec)
-    policy.model.eval()
-    policy.model.requires_grad_(False)
-    return policy
 
 
 def _problems(config: VerifierTrainConfig) -> list[Problem]:
