@@ -106,7 +106,7 @@ def _train(run: Path, base: dict, out: Path, *, epochs: int, reference: int, see
     t0 = time.perf_counter()
     train_verifier(cfg, progress=False)
     m = json.loads(done.read_text())
-    m["train_s"] = round(time.perf_counter() - t0, 1)
+    m["train_s"] = round(time.perf_counter() - t0, 3)
     atomic_write_json(done, m)
     return m
 
