@@ -220,17 +220,12 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
             for a in cfg.accept_list]
     # Rows another search's tree already holds are replayed from it (``evaluate``'s ``replays``; a
     # problem whose replay is not exact runs live below): the majority vote counts the verifier
-    # vote's chains, and a pruned search is its τ = 1 search replayed at τ.
-    base_of = {"vote@8 majority": "vote@8 verifier", **{name: name.split(" τ=")[0] for _, name, *_ in sweep},
-               **{name: "beam verifier" for _, name, *_ in lazy if not shape}}
-    changes = {"vote@8 majority": {"vote": "majority"}, **{name: {"accept": k["accept"]} for _, name, _, _, k in lazy}}
-    # (a lazy beam's frontier seldom matches the full beam's: its replays are mostly not exact and run live)
+    # vote's chains, and a pruned search is its τ = 1 search replayed at τ. A lazy beam keeps other
+    # nodes than the full one, so its replays are seldom exact: it runs live.
+    replays = {"vote@8 verifier": [("vote@8 majority", 1.0, {"vote": "majority"})]}
+    for t, name, _, _, knobs in sweep:
+        replays.setdefault(name.split(" τ=")[0], []).append((name, t, {"keep_last": True} if knobs.get("keep_last") else {}))
     sweep += lazy
-    replays: dict[str, list] = {}
-    for name, base in base_of.items():
-        t = next((t for t, n, *_ in sweep if n == name), 1.0)
-        keep = {"keep_last": True} if KEEP in name else {}
-        replays.setdefault(base, []).append((name, t, {**changes.get(name, {}), **keep}))
     order = list(plan) + [name for _, name, *_ in sweep]
     todo = sorted(plan.items(), key=lambda kv: kv[0] not in replays)  # the recorded searches first
     todo += [(name, (method, ver, knobs)) for t, name, method, ver, knobs in sweep]

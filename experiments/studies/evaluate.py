@@ -108,13 +108,13 @@ def evaluate(
     if not 0 <= rank < world:
         raise ValueError(f"shard {shard} is not (rank, world) with 0 <= rank < world")
     mine = [p for i, p in enumerate(problems) if i % world == rank]
-    done = {r["problem_id"]: r for r in read_results(out) if r.get("tag") == tag}
+    existing = read_results(out)
+    done = {r["problem_id"]: r for r in existing if r.get("tag") == tag}
     todo = [p for p in mine if p.id not in done]
     rows = [done[p.id] for p in mine if p.id in done]
     if replays and method in DECODERS:
         raise ValueError("replays derive rows from search trees: the decoders have none")
-    derived = {t: {r["problem_id"] for r in read_results(out) if r.get("tag") == t} for t, _, _ in replays} \
-        if replays else {}
+    derived = {t: {r["problem_id"] for r in existing if r.get("tag") == t} for t, _, _ in replays}
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=tag, unit="problem", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
