@@ -39,6 +39,10 @@ class VerifierTrainConfig:
     reference_problems: int = _f(4000, "step: problems whose reference solutions add sibling groups of a correct step "
                                  "beside its slipped-result versions (one policy forward each; 0: none)")
     reference_slips: int = _f(3, "step: slipped versions per correct reference step (>= 1)")
+    token_problems: int = _f(0, "step: problems of the policy's training split whose reference solutions add sibling "
+                             "groups known by their tokens alone (a correct line beside --reference-slips slipped "
+                             "versions; no policy forward, the features read as zero), so the verifier's token path "
+                             "learns the arithmetic (>= 0; 0: none)")
     label_workers: int = _f(2, "step: processes drawing the labels: 2 draws the reference steps in a second process "
                             "while this one draws the own-step labels, one thread each, on a CPU with >= 2 cores "
                             "(the labels 1 draws at one thread, in ~25% less time); 1 draws them one after the other")
@@ -86,6 +90,8 @@ class VerifierTrainConfig:
             raise ValueError(f"kind must be 'step' or 'token', got {self.kind!r}")
         if not isinstance(self.reference_problems, int) or self.reference_problems < 0:
             raise ValueError(f"reference_problems must be an int >= 0, got {self.reference_problems!r}")
+        if not isinstance(self.token_problems, int) or self.token_problems < 0:
+            raise ValueError(f"token_problems must be an int >= 0, got {self.token_problems!r}")
         if not isinstance(self.reference_slips, int) or self.reference_slips < 1:
             raise ValueError(f"reference_slips must be an int >= 1, got {self.reference_slips!r}")
         if not 0.0 <= self.step_dropout < 1.0:

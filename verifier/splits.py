@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from policy.data import generate_problems, load_gsm8k
 from policy.data.problems import Problem
 
-__all__ = ["reference_problems", "split_problems", "verifier_problems"]
+__all__ = ["reference_problems", "split_problems", "token_problems", "verifier_problems"]
 
 
 def verifier_problems(task: str, n: int, seed: int) -> list[Problem]:
@@ -33,6 +33,17 @@ def reference_problems(task: str, n: int, seed: int, *, exclude: set[str]) -> li
     else:
         pool = verifier_problems(task, n + len(exclude), seed)
     return [p for p in pool if p.question not in exclude][:n]
+
+
+def token_problems(task: str, n: int, seed: int) -> list[Problem]:
+    """``n`` problems whose reference solutions teach the verifier arithmetic by their tokens alone
+    (``verifier.token_steps``): the policy's *training* split, so never a question the verifier is
+    validated or tested on (no policy forward reads them, so the rule above does not apply)."""
+    if n <= 0:
+        return []
+    if task == "builtin":
+        return list(generate_problems(n, seed=seed + 31337, split="train"))
+    return list(load_gsm8k("train"))[:n]
 
 
 def split_problems(ids: Sequence[str], *, test_share: float, val_share: float, seed: int) -> dict[str, set[str]]:

@@ -31,9 +31,10 @@ from verifier.config import VerifierTrainConfig
 from verifier.frozen import load_frozen_policy
 from verifier.head import tokenizer_fingerprint
 from verifier.metrics import auroc
-from verifier.splits import reference_problems, split_problems, verifier_problems
+from verifier.splits import reference_problems, split_problems, token_problems, verifier_problems
 from verifier.step_data import StepData, add_counterfactuals, collect_steps, reference_steps
 from verifier.step_head import PackedSteps, StepBatch, StepVerifier, digit_token_ids
+from verifier.token_steps import PackedTokens, TokenSteps, token_steps
 
 __all__ = ["batch_of", "calibrate_steps", "calibrated_threshold", "evaluate_steps", "fit_step_verifier", "score_data", "sibling_auroc",
            "step_summary", "train_step_verifier"]
@@ -129,12 +130,15 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
                       weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 30, patience: int = 5,
                       pair_weight: float = 1.0, feature_dropout: float = 0.0, seed: int = 0,
                       fingerprint: str | None = None, digit_ids: Sequence[int] = (), select: str = "best",
-                      precision: str = "fp32", progress: bool = True) -> tuple[StepVerifier, list[dict]]:
+                      precision: str = "fp32", tokens: TokenSteps | None = None,
+                      progress: bool = True) -> tuple[StepVerifier, list[dict]]:
     """Train a ``StepVerifier``. ``select="best"``: keep the weights of the epoch with the best
     validation sibling AUROC (and stop after ``patience`` epochs without one); ``"last"``: run every
     epoch and keep the final, annealed weights (validation is still measured, for the history).
     ``precision="bf16"``: the training forward runs under bf16 autocast (fp32 weights, loss and
-    optimiser; validation scoring in fp32)."""
+    optimiser; validation scoring in fp32). ``tokens``: token-only sibling steps
+    (``verifier.token_steps``), their batches shuffled in among ``train``'s every epoch, read with
+    the policy features zero and class-balanced on their own."""
     if select not in ("best", "last"):
         raise ValueError(f"select must be 'best' or 'last', got {select!r}")
     if precision not in ("fp32", "bf16"):
@@ -152,6 +156,16 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
     labels_all = torch.tensor(train.labels, dtype=torch.float32)
     groups_all = torch.tensor(train.groups)
     n_batches = math.ceil(len(train) / batch_size)
+    if tokens is not None and len(tokens):
+        if not any(tokens.labels) or all(tokens.labels):
+            raise ValueError("the token steps need both right and wrong steps")
+        packed = PackedTokens(tokens, hidden_size=hidden_size, max_tokens=max_tokens, digit_ids=head.digit_ids)
+        tok_pos = sum(tokens.labels) / len(tokens)
+        tok_weight = torch.tensor((1 - tok_pos) / tok_pos)
+        tok_labels, tok_groups = torch.tensor(tokens.labels, dtype=torch.float32), torch.tensor(tokens.groups)
+        n_batches += math.ceil(len(tokens) / batch_size)
+    else:
+        tokens = None
     total = epochs * n_batches
     if total >= 20:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
@@ -162,15 +176,23 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
     for epoch in range(epochs):
         head.train()
         losses = []
-        for rows in _group_batches(train, batch_size, rng):
+        batches = [(False, rows) for rows in _group_batches(train, batch_size, rng)]
+        if tokens is not None:  # token-only batches shuffled in among the policy-feature ones
+            batches += [(True, rows) for rows in _group_batches(tokens, batch_size, rng)]
+            rng.shuffle(batches)
+        for only_tokens, rows in batches:
             if sched.last_epoch + 1 >= total:
                 break
             idx = torch.tensor(rows)
             with torch.autocast(head.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = head.raw_logits(_drop_features(batch_of(train, rows, head), feature_dropout))
+                batch = packed.batch(rows) if only_tokens else _drop_features(batch_of(train, rows, head), feature_dropout)
+                logits = head.raw_logits(batch)
             logits = logits.float()
-            y, g = labels_all[idx], groups_all[idx]
-            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+            if only_tokens:
+                y, g, w = tok_labels[idx], tok_groups[idx], tok_weight
+            else:
+                y, g, w = labels_all[idx], groups_all[idx], pos_weight
+            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=w)
             loss = loss + pair_weight * _pair_loss(logits, y, g)
             opt.zero_grad()
             loss.backward()
@@ -333,12 +355,16 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     if config.twins:  # training problems only: validation and test stay the policy's own steps
         with torch.no_grad():
             parts["train"] = add_counterfactuals(policy, parts["train"], seed=config.seed, progress=progress)
+    tokens = None
+    if config.token_problems:  # the policy's training split: no held-out or validation question
+        tokens = token_steps(policy.tokenizer, token_problems(config.task, config.token_problems, config.seed),
+                             slips=config.reference_slips, seed=config.seed)
     head, history = fit_step_verifier(
         parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
         layers=config.step_layers, lr=config.step_lr, dropout=config.step_dropout, weight_decay=config.weight_decay,
         batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
         feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint, select=config.step_select,
-        digit_ids=digit_token_ids(policy.tokenizer), precision=config.precision, progress=progress)
+        digit_ids=digit_token_ids(policy.tokenizer), precision=config.precision, tokens=tokens, progress=progress)
     scale, bias = calibrate_steps(head, parts["val"])
     head.default_threshold = calibrated_threshold(head, parts["val"])
     test = evaluate_steps(head, parts["test"], seed=config.seed)
@@ -346,7 +372,7 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
         "kind": "step", "policy": config.policy, "hidden_size": policy.hidden_size,
         "n_parameters": sum(p.numel() for p in head.parameters()),
         "n_policy_parameters": sum(p.numel() for p in policy.model.parameters()),
-        "n_steps": {name: len(d) for name, d in parts.items()},
+        "n_steps": {name: len(d) for name, d in parts.items()}, "n_token_steps": len(tokens) if tokens else 0,
         "n_wrong": {name: int(sum(d.labels)) for name, d in parts.items()},
         "n_problems": {name: len(ids) for name, ids in split.items()},
         "epochs_run": len(history), "calibration": {"logit_scale": scale, "logit_bias": bias},

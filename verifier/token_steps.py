@@ -1,0 +1,134 @@
+"""Token-only sibling steps: reference lines and their slipped-result versions, known by their token
+ids alone, to teach the step verifier's token path arithmetic.
+
+Most of the built-in policy's wrong steps hold a wrong result inside ``<<a*b=c>>`` (issue 14), and
+whether ``c`` is right is a function of the step's digits. The step verifier reads the digits (token
+ids and digit places, ``verifier.step_head``), but the labels that come with the policy's features —
+its own siblings and the reference steps, one policy forward per problem — are too few for a small
+transformer to learn even one-digit facts (``<<9+4=11>>`` scored as likely right as ``<<9+4=13>>``).
+These rows cost no policy forward: a line of a reference solution, tokenized, beside ``slips``
+versions with its result slipped the way the policy slips (``step_data._slipped_steps``). The
+verifier reads them with the policy features zero — exactly what feature dropout shows it on a
+share of the policy's own steps — so the checking it learns here is the checking it uses there.
+
+The problems come from the policy's *training* split: never a held-out or validation question.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from policy.data.grading import check_steps
+from policy.data.problems import Problem
+from verifier.step_data import _slipped_steps
+from verifier.step_head import MAX_PLACE, PackedSteps, StepBatch, digit_places
+
+__all__ = ["PackedTokens", "TokenSteps", "token_steps"]
+
+
+@dataclass
+class TokenSteps:
+    """Sibling steps known by their token ids only: per row the ids, the label (1 = wrong), the
+    sibling group and the depth (the line's index in its solution, from 1)."""
+
+    ids: list[tuple[int, ...]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    depth: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def token_steps(tokenizer, problems: Sequence[Problem], *, slips: int = 3, seed: int = 0) -> TokenSteps:
+    """Every one-annotation line of the problems' reference solutions that the checker accepts
+    (label 0), beside up to ``slips`` versions with a slipped result (label 1), as one sibling group."""
+    if slips < 1:
+        raise ValueError(f"slips must be >= 1, got {slips}")
+    rng = random.Random(f"token-steps:{seed}")
+    rows: list[tuple[str, int, int, int]] = []  # (text, label, group, depth)
+    n_groups = 0
+    for p in problems:
+        for depth, line in enumerate((ln + "\n" for ln in p.solution.split("\n")), start=1):
+            if check_steps(line).errors:
+                continue
+            wrong = _slipped_steps(line, rng, slips)
+            if wrong:
+                rows += [(text, label, n_groups, depth) for label, text in [(0, line)] + [(1, w) for w in wrong]]
+                n_groups += 1
+    out = TokenSteps()
+    if rows:  # one batched call: far faster than a tokenizer call per line
+        encoded = _encode([r[0] for r in rows], tokenizer)
+        for (_, label, group, depth), ids in zip(rows, encoded, strict=True):
+            out.ids.append(tuple(ids))
+            out.labels.append(label)
+            out.groups.append(group)
+            out.depth.append(depth)
+    return out
+
+
+def _encode(texts: list[str], tokenizer) -> list[list[int]]:
+    """Token ids of ``texts`` (no special tokens added): through the fast tokenizer's backend in one
+    batch where it has one (three times faster than the wrapper's call), else the wrapper."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and not any(t in text for text in texts for t in tokenizer.all_special_tokens):
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+class PackedTokens:
+    """``TokenSteps`` stored flat, cut as ``collate_steps`` cuts a step (its last ``max_tokens``
+    tokens; ``place`` as ``digit_places`` of that tail); ``batch(rows)`` is a ``StepBatch`` whose
+    policy features (hidden states, log-probs, entropies) are zero — none were computed. Built with
+    array operations, not a loop over rows: a hundred thousand rows pack in well under a second."""
+
+    def __init__(self, steps: TokenSteps, *, hidden_size: int, max_tokens: int, digit_ids: frozenset[int]):
+        if not len(steps):
+            raise ValueError("no token steps to pack")
+        if min(len(ids) for ids in steps.ids) < 1:
+            raise ValueError("a token step has no token")
+        self.hidden_size = int(hidden_size)
+        tails = [ids[-max_tokens:] for ids in steps.ids]
+        self.lens = torch.tensor([len(t) for t in tails])
+        self.starts = torch.cumsum(self.lens, 0) - self.lens
+        ids = np.fromiter((i for t in tails for i in t), dtype=np.int64, count=int(self.lens.sum()))
+        digit = np.isin(ids, np.fromiter(digit_ids, dtype=np.int64, count=len(digit_ids)))
+        self.ids, self.place = torch.from_numpy(ids), torch.from_numpy(_places(digit, self.starts.numpy()))
+        self.depth = torch.tensor([float(d) for d in steps.depth])
+
+    def __len__(self) -> int:
+        return len(self.lens)
+
+    def batch(self, rows: Sequence[int]) -> StepBatch:
+        r = torch.as_tensor(list(rows), dtype=torch.long)
+        if len(r) == 0:
+            raise ValueError("no steps to score")
+        t = self.lens[r]
+        ar = torch.arange(int(t.max()))
+        mask = ar[None] < t[:, None]  # (N, T)
+        flat = torch.where(mask, self.starts[r][:, None] + ar[None], 0).reshape(-1)
+        N, T = mask.shape
+        ids = torch.where(mask, self.ids.index_select(0, flat).view(N, T), -1)
+        place = torch.where(mask, self.place.index_select(0, flat).view(N, T), 0)
+        return StepBatch(torch.zeros(N, T, self.hidden_size), torch.zeros(N, T, 2), mask, self.depth[r], ids, place)
+
+
+def _places(digit: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``digit_places`` of every row of a flat digit mask (rows begin at ``starts``): each digit's
+    place in its run of digits counted from the right, capped at ``MAX_PLACE``; 0 for a non-digit."""
+    n = len(digit)
+    rev = digit[::-1].astype(np.int64)  # right to left; a run resets at a non-digit and where a row ends
+    reset = np.zeros(n, dtype=bool)
+    reset[n - 1 - (np.append(starts[1:], n) - 1)] = True  # the last token of each row comes first in rev
+    idx = np.arange(n)
+    last_break = np.maximum.accumulate(np.where((rev == 0) | reset, idx, -1))
+    # count of digits from the break (inclusive when the break is a row end that is a digit)
+    cs = np.cumsum(rev)
+    base = np.where(last_break >= 0, cs[np.maximum(last_break, 0)] - rev[np.maximum(last_break, 0)], 0)
+    run = np.where(rev == 1, cs - base, 0)
+    return np.minimum(run, MAX_PLACE)[::-1].copy()
