@@ -26,7 +26,7 @@ import torch
 from policy.data.grading import check_steps
 from policy.data.problems import Problem
 from verifier.step_data import _slipped_steps
-from verifier.step_head import MAX_PLACE, PackedSteps, StepBatch, digit_places
+from verifier.step_head import MAX_PLACE, StepBatch
 
 __all__ = ["PackedTokens", "TokenSteps", "token_steps"]
 
