@@ -153,6 +153,18 @@ class UniformDropout(nn.Module):
         return f"p={self.p}"
 
 
+def flat_rows(lens: torch.Tensor, starts: torch.Tensor, rows: Sequence[int]):
+    """For rows of a flat store (row i: ``lens[i]`` entries from ``starts[i]``): the row indices,
+    the padding mask ``[N, T]`` and the flat index of every padded cell (0 where padded)."""
+    r = torch.as_tensor(list(rows), dtype=torch.long)
+    if len(r) == 0:
+        raise ValueError("no steps to score")
+    t = lens[r]
+    ar = torch.arange(int(t.max()))
+    mask = ar[None] < t[:, None]  # (N, T)
+    return r, mask, torch.where(mask, starts[r][:, None] + ar[None], 0).reshape(-1)
+
+
 class PackedSteps:
     """Many steps stored once in flat tensors, cut to what ``collate_steps`` keeps (the last
     ``max_tokens`` tokens; log-probs clamped at -30; ids and digit places of that tail), so that a
@@ -201,13 +213,7 @@ class PackedSteps:
 
     @torch.autocast("cpu", enabled=False)
     def batch(self, rows: Sequence[int]) -> StepBatch:
-        r = torch.as_tensor(list(rows), dtype=torch.long)
-        if len(r) == 0:
-            raise ValueError("no steps to score")
-        t = self.lens[r]
-        ar = torch.arange(int(t.max()))
-        mask = ar[None] < t[:, None]  # (N, T)
-        flat = torch.where(mask, self.starts[r][:, None] + ar[None], 0).reshape(-1)  # rows of the flat store
+        r, mask, flat = flat_rows(self.lens, self.starts, rows)
         N, T = mask.shape
 
         def take(x: torch.Tensor) -> torch.Tensor:  # index_select: far faster than x[idx] on a CPU

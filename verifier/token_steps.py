@@ -26,7 +26,7 @@ import torch
 from policy.data.grading import check_steps
 from policy.data.problems import Problem
 from verifier.step_data import _slipped_steps
-from verifier.step_head import MAX_PLACE, StepBatch
+from verifier.step_head import MAX_PLACE, StepBatch, flat_rows
 
 __all__ = ["PackedTokens", "TokenSteps", "token_steps"]
 
@@ -105,13 +105,7 @@ class PackedTokens:
         return len(self.lens)
 
     def batch(self, rows: Sequence[int]) -> StepBatch:
-        r = torch.as_tensor(list(rows), dtype=torch.long)
-        if len(r) == 0:
-            raise ValueError("no steps to score")
-        t = self.lens[r]
-        ar = torch.arange(int(t.max()))
-        mask = ar[None] < t[:, None]  # (N, T)
-        flat = torch.where(mask, self.starts[r][:, None] + ar[None], 0).reshape(-1)
+        r, mask, flat = flat_rows(self.lens, self.starts, rows)
         N, T = mask.shape
         ids = torch.where(mask, self.ids.index_select(0, flat).view(N, T), -1)
         place = torch.where(mask, self.place.index_select(0, flat).view(N, T), 0)
