@@ -163,7 +163,7 @@ def test_demo_precision_resolves_auto_on_this_machine(monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [{"verifier_epochs": 0}, {"reference_problems": -1}, {"diagnose_thresholds": (0.5, 1.2)},
-                                 {"precision": "fp16"}, {"verifier_precision": "half"}])
+                                 {"precision": "fp16"}, {"verifier_precision": "half"}, {"verifier_heads": 0}])
 def test_demo_refuses_bad_verifier_and_diagnose_knobs(bad):
     from experiments.studies.demo import DemoConfig
 

@@ -51,6 +51,8 @@ class VerifierTrainConfig:
     step_dropout: float = _f(0.1, "step: dropout inside the step verifier (attention, feed-forward, head), in [0, 1); "
                              "0 saves about a quarter of an epoch but lost on validation (beam 31.5% / 32.0% "
                              "after 4 / 5 epochs against 33.0-37.0% for 0.1; experiments/results/verifier_budget)")
+    heads: int = _f(1, "step: verifiers trained on the same labels, seeds seed, seed+1, ...; more than 1 saves an "
+                    "ensemble that averages their calibrated logits (each head costs one more training; >= 1)")
     pair_weight: float = _f(1.0, "step: weight of the within-sibling ranking loss beside the BCE (>= 0)")
     step_select: Literal["best", "last"] = _f(
         "best", "step: keep the epoch of best validation sibling AUROC ('best', early stopping) or the final, "
@@ -90,6 +92,8 @@ class VerifierTrainConfig:
             raise ValueError(f"kind must be 'step' or 'token', got {self.kind!r}")
         if not isinstance(self.reference_problems, int) or self.reference_problems < 0:
             raise ValueError(f"reference_problems must be an int >= 0, got {self.reference_problems!r}")
+        if not isinstance(self.heads, int) or self.heads < 1:
+            raise ValueError(f"heads must be an int >= 1, got {self.heads!r}")
         if not isinstance(self.token_problems, int) or self.token_problems < 0:
             raise ValueError(f"token_problems must be an int >= 0, got {self.token_problems!r}")
         if not isinstance(self.reference_slips, int) or self.reference_slips < 1:

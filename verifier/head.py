@@ -20,7 +20,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from policy.atomic import atomic_dir
-from verifier.step_head import STEP_VERIFIER_KIND, VERIFIER_FORMAT_VERSION, StepVerifier
+from verifier.step_head import (
+    STEP_ENSEMBLE_KIND,
+    STEP_VERIFIER_KIND,
+    VERIFIER_FORMAT_VERSION,
+    StepEnsemble,
+    StepVerifier,
+)
 
 __all__ = ["VERIFIER_FORMAT_VERSION", "VerifierHead", "load_verifier", "score", "tokenizer_fingerprint"]
 
@@ -168,8 +174,9 @@ def load_verifier(path: str | os.PathLike, policy=None, *, device: str | torch.d
         if cfg.get("tokenizer_fingerprint") not in (None, fp):
             raise ValueError(f"the verifier in {path} was trained for a policy with another tokenizer (fingerprint "
                              f"{cfg['tokenizer_fingerprint']} vs the policy's {fp}): train a verifier for this policy")
-    if cfg.get("kind", "token") == STEP_VERIFIER_KIND:
-        head = StepVerifier.from_folder(path, cfg)
+    if cfg.get("kind", "token") in (STEP_VERIFIER_KIND, STEP_ENSEMBLE_KIND):
+        kind = StepEnsemble if cfg["kind"] == STEP_ENSEMBLE_KIND else StepVerifier
+        head = kind.from_folder(path, cfg)
         if device is not None:
             head.to(device)
         return head

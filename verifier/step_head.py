@@ -35,11 +35,12 @@ from torch import nn
 from policy.atomic import atomic_dir
 from policy.data.grading import check_steps
 
-__all__ = ["STEP_VERIFIER_KIND", "VERIFIER_FORMAT_VERSION", "PackedSteps", "StepBatch", "StepVerifier", "UniformDropout",
-           "collate_steps", "digit_places", "digit_token_ids"]
+__all__ = ["STEP_ENSEMBLE_KIND", "STEP_VERIFIER_KIND", "VERIFIER_FORMAT_VERSION", "PackedSteps", "StepBatch",
+           "StepEnsemble", "StepVerifier", "UniformDropout", "collate_steps", "digit_places", "digit_token_ids"]
 
 VERIFIER_FORMAT_VERSION = 1  # of every saved verifier folder (``verifier.head`` reads it from here)
 STEP_VERIFIER_KIND = "step"
+STEP_ENSEMBLE_KIND = "step-ensemble"
 TOKEN_BUCKETS = 4096
 _WEIGHTS = "head.safetensors"
 _CONFIG = "verifier_config.json"
@@ -365,3 +366,84 @@ class StepVerifier(nn.Module):
         head.default_threshold = None if t is None else float(t)
         head.eval()
         return head
+
+
+class StepEnsemble(StepVerifier):
+    """K step verifiers trained on the same labels from different seeds, read as one: the logit of
+    P(error) is the mean of the members' calibrated logits, then the ensemble's own Platt scale and
+    bias (``calibrate``). Members must read the same policy (hidden size, tokenizer) and the same
+    step window (``max_tokens``, digit ids): one ``StepBatch`` serves them all. Why: two heads of one
+    recipe on one policy land several beam points apart (``experiments/results/verifier_budget``), and
+    averaging draws cuts that variance where a single head is a lottery ticket.
+
+    Saved as a folder whose ``verifier_config.json`` says ``kind: step-ensemble``, with the members'
+    own verifier folders ``member-0/``, ``member-1/``, ... inside."""
+
+    def __init__(self, members: Sequence[StepVerifier]):
+        nn.Module.__init__(self)
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if any(isinstance(m, StepEnsemble) or not isinstance(m, StepVerifier) for m in members):
+            raise TypeError("ensemble members must be single StepVerifier heads")
+        first = members[0]
+        sig = lambda m: (m.hidden_size, m.max_tokens, m.digit_ids, m.tokenizer_fingerprint)  # noqa: E731
+        for k, m in enumerate(members[1:], 1):
+            if sig(m) != sig(first):
+                raise ValueError(f"ensemble member {k} reads another policy or step window than member 0 (hidden size, "
+                                 "max_tokens, digit ids or tokenizer differ): train every member on the same policy")
+        self.members = nn.ModuleList(members)
+        self.hidden_size, self.max_tokens = first.hidden_size, first.max_tokens
+        self.digit_ids, self.tokenizer_fingerprint = first.digit_ids, first.tokenizer_fingerprint
+        self.default_threshold: float | None = None
+        self.register_buffer("logit_scale", torch.ones(()))
+        self.register_buffer("logit_bias", torch.zeros(()))
+        self.eval()
+
+    def raw_logits(self, batch: StepBatch) -> torch.Tensor:
+        """The mean of the members' calibrated logits ``[N]``."""
+        return torch.stack([m(batch) for m in self.members]).mean(0)
+
+    def config(self) -> dict:
+        return {"format_version": VERIFIER_FORMAT_VERSION, "kind": STEP_ENSEMBLE_KIND, "hidden_size": self.hidden_size,
+                "max_tokens": self.max_tokens, "tokenizer_fingerprint": self.tokenizer_fingerprint,
+                "digit_ids": sorted(self.digit_ids), "members": len(self.members),
+                "default_threshold": self.default_threshold}
+
+    def save(self, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            for k, m in enumerate(self.members):
+                m.save(tmp / f"member-{k}")
+            save_file({"logit_scale": self.logit_scale.detach().cpu().contiguous(),
+                       "logit_bias": self.logit_bias.detach().cpu().contiguous()}, str(tmp / _WEIGHTS))
+            (tmp / _CONFIG).write_text(json.dumps({**self.config(), **(extra or {})}, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_folder(cls, path: Path, cfg: dict) -> StepEnsemble:
+        k = cfg.get("members")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"{path / _CONFIG} names no members (got {k!r}); the ensemble is corrupted")
+        members = []
+        for i in range(k):
+            sub = path / f"member-{i}"
+            if not (sub / _CONFIG).exists():
+                raise FileNotFoundError(f"{sub} is missing; the ensemble folder is incomplete")
+            sub_cfg = json.loads((sub / _CONFIG).read_text())
+            if sub_cfg.get("kind") != STEP_VERIFIER_KIND:
+                raise ValueError(f"{sub} is not a step verifier (kind {sub_cfg.get('kind')!r})")
+            members.append(StepVerifier.from_folder(sub, sub_cfg))
+        ens = cls(members)
+        weights = path / _WEIGHTS
+        if not weights.exists():
+            raise FileNotFoundError(f"{weights} is missing; the verifier folder is incomplete")
+        own = load_file(str(weights))
+        if set(own) != {"logit_scale", "logit_bias"}:
+            raise ValueError(f"{weights} holds {sorted(own)}, not the ensemble's logit_scale and logit_bias")
+        ens.logit_scale.copy_(own["logit_scale"])
+        ens.logit_bias.copy_(own["logit_bias"])
+        t = cfg.get("default_threshold")
+        ens.default_threshold = None if t is None else float(t)
+        ens.eval()
+        return ens

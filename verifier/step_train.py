@@ -33,7 +33,7 @@ from verifier.head import tokenizer_fingerprint
 from verifier.metrics import auroc
 from verifier.splits import reference_problems, split_problems, token_problems, verifier_problems
 from verifier.step_data import StepData, add_counterfactuals, collect_steps, reference_steps
-from verifier.step_head import PackedSteps, StepBatch, StepVerifier, digit_token_ids
+from verifier.step_head import PackedSteps, StepBatch, StepEnsemble, StepVerifier, digit_token_ids
 from verifier.token_steps import PackedTokens, TokenSteps, token_steps
 
 __all__ = ["batch_of", "calibrate_steps", "calibrated_threshold", "evaluate_steps", "fit_step_verifier", "score_data", "sibling_auroc",
@@ -359,13 +359,23 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     if config.token_problems:  # the policy's training split: no held-out or validation question
         tokens = token_steps(policy.tokenizer, token_problems(config.task, config.token_problems, config.seed),
                              slips=config.reference_slips, seed=config.seed)
-    head, history = fit_step_verifier(
-        parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
-        layers=config.step_layers, lr=config.step_lr, dropout=config.step_dropout, weight_decay=config.weight_decay,
-        batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
-        feature_dropout=config.feature_dropout, seed=config.seed, fingerprint=fingerprint, select=config.step_select,
-        digit_ids=digit_token_ids(policy.tokenizer), precision=config.precision, tokens=tokens, progress=progress)
-    scale, bias = calibrate_steps(head, parts["val"])
+    members, histories, member_tests = [], [], []
+    for k in range(config.heads):  # head k: seed + k (head 0 is the single-head recipe's, to the bit)
+        head, history = fit_step_verifier(
+            parts["train"], parts["val"], hidden_size=policy.hidden_size, width=config.step_width,
+            layers=config.step_layers, lr=config.step_lr, dropout=config.step_dropout, weight_decay=config.weight_decay,
+            batch_size=config.batch_size, epochs=config.epochs, patience=config.patience, pair_weight=config.pair_weight,
+            feature_dropout=config.feature_dropout, seed=config.seed + k, fingerprint=fingerprint,
+            select=config.step_select, digit_ids=digit_token_ids(policy.tokenizer), precision=config.precision,
+            tokens=tokens, progress=progress)
+        scale, bias = calibrate_steps(head, parts["val"])
+        members.append(head)
+        histories.append(history)
+        if config.heads > 1:
+            member_tests.append(evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
+    if config.heads > 1:  # the mean of the members' calibrated logits, calibrated once more
+        head, history = StepEnsemble(members), histories[0]
+        scale, bias = calibrate_steps(head, parts["val"])
     head.default_threshold = calibrated_threshold(head, parts["val"])
     test = evaluate_steps(head, parts["test"], seed=config.seed)
     metrics = {
@@ -379,6 +389,8 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
         "default_threshold": head.default_threshold,
         "history": history, "test": test,
     }
+    if config.heads > 1:  # each member's own held-out ranking, beside the ensemble's ("test")
+        metrics.update(heads=config.heads, member_histories=histories, member_tests=member_tests)
     head.save(out / "verifier", extra={"labels": "own-steps", "policy": config.policy})
     atomic_write_json(out / "metrics.json", metrics)
     if progress:

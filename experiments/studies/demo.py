@@ -55,6 +55,9 @@ class DemoConfig:
     reference_problems: int = _f(4000, "reference solutions whose correct and slipped steps add verifier labels (>= 0)")
     verifier_epochs: int = _f(4, "passes of the step verifier over its labels (>= 1; the best by validation "
                                   "sibling AUROC is kept)")
+    verifier_heads: int = _f(1, "step verifiers trained on the same labels from seeds seed, seed+1, ...; > 1 "
+                                "searches with their ensemble (the mean of calibrated logits; each head one more "
+                                "training; >= 1)")
     diagnose_problems: int = _f(64, "held-out problems of the headroom report, `rewind diagnose` (>= 1)")
     eval_problems: int = _f(64, "held-out test problems solved by every method (>= 1)")
     sweep_problems: int = _f(24, "held-out problems in the threshold sweep (>= 1)")
@@ -85,7 +88,7 @@ class DemoConfig:
             if getattr(self, name) < 8:
                 raise ValueError(f"{name} must be >= 8, got {getattr(self, name)}")
         for name in ("eval_problems", "sweep_problems", "diagnose_problems", "best_of_n", "beam_width", "beam_samples",
-                     "mcts_simulations", "mcts_children", "verifier_epochs"):
+                     "mcts_simulations", "mcts_children", "verifier_epochs", "verifier_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.train_epochs > 0:
@@ -117,6 +120,8 @@ class DemoConfig:
         d = dataclasses.asdict(self.resolved())
         for k in ("out", "overwrite"):
             d.pop(k)
+        if d["verifier_heads"] == 1:  # the one-head default: runs made before the knob keep their fingerprint
+            d.pop("verifier_heads")
         d["format_version"] = DEMO_FORMAT_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -44,6 +44,8 @@ class VerifierBudgetConfig:
                          "gets -d<x> (a name without it: the 0.1 every run used before 2026-11-30)")
     token_problems: str = knob("0", "comma-separated token-only problem counts (`rewind train-verifier "
                                "--token-problems`; 0: none, the name gets -t<n> otherwise)")
+    heads: str = knob("1", "comma-separated ensemble sizes (`rewind train-verifier --heads`; 1: one head, the name "
+                      "gets -h<k> otherwise)")
     seeds: str = knob("0", "comma-separated seeds of the labels, split and head (the run's own seed reuses its labels)")
     n: int = knob(200, "validation problems to solve (>= 1)")
     skip: int = knob(400, "validation problems the verifier's own labels came from (the demo's verifier_problems)")
@@ -59,13 +61,14 @@ class VerifierBudgetConfig:
             raise ValueError(f"--select takes best and/or last, got {self.select!r}")
         if self.n < 1 or self.skip < 0:
             raise ValueError(f"need n >= 1 and skip >= 0, got n={self.n}, skip={self.skip}")
-        for name in ("epochs", "reference_problems", "token_problems", "seeds"):
+        for name in ("epochs", "reference_problems", "token_problems", "seeds", "heads"):
             try:
                 vals = _ints(getattr(self, name))
             except ValueError as e:
                 raise ValueError(f"--{name.replace('_', '-')}: {e}") from None
-            if not vals or min(vals) < (1 if name == "epochs" else 0):
-                raise ValueError(f"--{name.replace('_', '-')} needs values >= {1 if name == 'epochs' else 0}")
+            low = 1 if name in ("epochs", "heads") else 0
+            if not vals or min(vals) < low:
+                raise ValueError(f"--{name.replace('_', '-')} needs values >= {low}")
         try:
             drops = _floats(self.dropouts)
         except ValueError as e:
@@ -82,24 +85,25 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in str(text).split(",") if x.strip()]
 
 
-_NAME = re.compile(r"e(\d+)-r(\d+)-s(\d+)(?:-d([\d.]+))?(?:-t(\d+))?(-last)?")
+_NAME = re.compile(r"e(\d+)-r(\d+)-s(\d+)(?:-d([\d.]+))?(?:-t(\d+))?(?:-h(\d+))?(-last)?")
 LEGACY_DROPOUT = 0.1  # what the step verifier used inside before step_dropout existed
 
 
-def _name(epochs: int, reference: int, seed: int, select: str, dropout: float, tokens: int = 0) -> str:
+def _name(epochs: int, reference: int, seed: int, select: str, dropout: float, tokens: int = 0, heads: int = 1) -> str:
     return (f"e{epochs}-r{reference}-s{seed}-d{dropout:g}" + (f"-t{tokens}" if tokens else "")
-            + ("-last" if select == "last" else ""))
+            + (f"-h{heads}" if heads > 1 else "") + ("-last" if select == "last" else ""))
 
 
 def _train(run: Path, base: dict, out: Path, *, epochs: int, reference: int, seed: int, select: str,
-           dropout: float, tokens: int = 0) -> dict:
+           dropout: float, tokens: int = 0, heads: int = 1) -> dict:
     """Train one verifier into ``out`` (skipped when its metrics exist); returns its metrics plus
     ``train_s`` (wall seconds of this call's training, labels reused). ``base``: the run's verifier config."""
     done = out / "metrics.json"
     if done.exists():
         return json.loads(done.read_text())
     cfg = VerifierTrainConfig(**{**base, "out": str(out), "epochs": epochs, "reference_problems": reference,
-                                 "seed": seed, "step_select": select, "step_dropout": dropout, "token_problems": tokens})
+                                 "seed": seed, "step_select": select, "step_dropout": dropout, "token_problems": tokens,
+                                 "heads": heads})
     out.mkdir(parents=True, exist_ok=True)
     reuse = ["steps.pt"] + (["reference_steps.pt"] if reference == base["reference_problems"] else [])
     for name in reuse:  # the run's labels (a key mismatch would make training collect afresh)
@@ -137,20 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     lines.insert(0, f"greedy: {g['correct']}/{g['n']} = {100 * g['accuracy']:.1f}%\n")
     base = json.loads((run / "verifier_train" / "config.json").read_text())
     settings = [("the run's own verifier: e{epochs}-r{reference_problems}-s{seed}".format(**base), run / "verifier_train")]
-    asked = {_name(e, r, s, sel, d, t) for r in _ints(args.reference_problems) for e in _ints(args.epochs)
+    asked = {_name(e, r, s, sel, d, t, h) for r in _ints(args.reference_problems) for e in _ints(args.epochs)
              for s in _ints(args.seeds) for sel in args.select.split(",") for d in _floats(args.dropouts)
-             for t in _ints(args.token_problems)}
+             for t in _ints(args.token_problems) for h in _ints(args.heads)}
     trained = {d.name for d in root.iterdir() if _NAME.fullmatch(d.name) and (d / "metrics.json").exists()} \
         if root.exists() else set()  # settings of earlier calls are in the table too
     order = lambda x: (*(int(v) for v in _NAME.fullmatch(x).groups()[:3]),  # noqa: E731
                        float(_NAME.fullmatch(x).group(4) or LEGACY_DROPOUT), int(_NAME.fullmatch(x).group(5) or 0),
-                       x.endswith("-last"))
+                       int(_NAME.fullmatch(x).group(6) or 1), x.endswith("-last"))
     settings += [(name, root / name) for name in sorted(asked | trained, key=order)]
     for name, folder in settings:
         if folder.parent == root:
-            e, r, s, d, t, last = _NAME.fullmatch(name).groups()
+            e, r, s, d, t, h, last = _NAME.fullmatch(name).groups()
             m = _train(run, base, folder, epochs=int(e), reference=int(r), seed=int(s), select="last" if last else "best",
-                       dropout=float(d) if d is not None else LEGACY_DROPOUT, tokens=int(t or 0))
+                       dropout=float(d) if d is not None else LEGACY_DROPOUT, tokens=int(t or 0), heads=int(h or 1))
         else:
             m = json.loads((folder / "metrics.json").read_text())
         ver = load_verifier_for(folder / "verifier", policy)
