@@ -83,9 +83,13 @@ def test_demo_quick_end_to_end(home, capsys):
     from experiments.studies import verifier_budget
 
     assert verifier_budget.main(["--run", str(run), "--epochs", "1", "--reference-problems", "0", "--n", "2",
-                                 "--skip", "12", "--dropouts", "0.2"]) == 0
+                                 "--skip", "12", "--dropouts", "0.2", "--heads", "1,2", "--member-beams"]) == 0
     table = (run / "verifier_budget" / "summary.md").read_text()
     assert "| the run's own verifier: e3-r24-s0 |" in table and "| e1-r0-s0-d0.2 |" in table
+    assert "| e1-r0-s0-d0.2-h2 |" in table  # a two-head ensemble on the same labels, and its head 1 alone
+    assert "| e1-r0-s0-d0.2-h2, head 1 alone |" in table
+    ens = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2-h2" / "metrics.json").read_text())
+    assert ens["heads"] == 2 and len(ens["member_tests"]) == 2
     m = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2" / "metrics.json").read_text())
     assert m["epochs_run"] == 1 and m["train_s"] > 0
     own = json.loads((run / "verifier_train" / "metrics.json").read_text())
@@ -94,11 +98,12 @@ def test_demo_quick_end_to_end(home, capsys):
     saved = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2" / "verifier" / "verifier_config.json").read_text())
     assert saved["dropout"] == 0.2  # the dropout asked for is the one the head trained with
     tags = {r["tag"] for r in read_results(run / "verifier_budget" / "results.jsonl")}
-    assert {"greedy", "e1-r0-s0-d0.2 τ=1"} <= tags and len(tags) == 5
+    assert {"greedy", "e1-r0-s0-d0.2 τ=1", "e1-r0-s0-d0.2-h2 τ=1", "e1-r0-s0-d0.2-h2 head 1 τ=1"} <= tags
+    assert len(tags) == 8
 
 
 @pytest.mark.parametrize("argv", [["--split", "train"], ["--epochs", "0"], ["--reference-problems", "x"],
-                                  ["--dropouts", "1.5"], ["--dropouts", "x"]])
+                                  ["--dropouts", "1.5"], ["--dropouts", "x"], ["--heads", "0"]])
 def test_verifier_budget_refuses_bad_flags(argv, tmp_path):
     from experiments.studies import verifier_budget
 

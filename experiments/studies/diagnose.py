@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.studies.backtracks import EFFECT_KEYS, backtrack_effects, with_rates
+from experiments.studies.beam_losses import classify, losses_markdown, summarize
 from experiments.studies.evaluate import evaluate, method_row
 from experiments.studies.stats import mcnemar
 from experiments.wiring import load_run
@@ -37,6 +38,7 @@ from policy.data.grading import answers_match, extract_answer, parse_annotations
 from policy.data.problems import format_prompt
 from policy.generate import generate
 from policy.workers import can_run_side_jobs, side_job
+from search.export import load_tree
 from search.knobs import knob as _f
 from verifier.baselines import CheckerOracle, RandomRanker
 from verifier.labels import holds_error
@@ -236,13 +238,15 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
         rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name,
                       threshold=thresholds.get(name, 1.0), seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                       progress=False, batch_size=64 if method == "decode" else 8, replays=replays.get(name, ()),
-                      **knobs)
+                      trees_dir=out / TREES if name in LOSS_BEAMS else None, **knobs)
         rows[name] = method_row(rs)
         greedy = rs if name == "greedy" else greedy
     rows = {name: rows[name] for name in order}
     return rows, greedy
 
 
+LOSS_BEAMS = ("beam verifier", "beam oracle")  # their trees are kept (out/trees/) and read by beam_losses
+TREES = "trees"
 KEEP = " keep-last"  # pruned beams keep the best pruned child when nothing else is left (BeamConfig.keep_last)
 LAZY = " lazy accept="  # a beam draws its next child only while none of its children scores below it (BeamConfig.accept)
 
@@ -338,12 +342,25 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
                                                 for k, v in rows.items()},
               "paired": paired, "siblings": sib}
     result["pruning"] = pruning_savings(result["methods"])
+    result["beam_losses"] = beam_losses(out / TREES, problems)
     result["limits"] = limits_text(result)
     atomic_write_json(out / "diagnose.json", result)
     atomic_write_text(out / "diagnose.md", diagnose_markdown(result))
     _plot(result, out / "diagnose.png")
     log(diagnose_markdown(result))
     return result
+
+
+def beam_losses(trees: Path, problems) -> dict:
+    """Per beam of ``LOSS_BEAMS``: where it lost each problem (``experiments.studies.beam_losses``),
+    read from the trees this run solved (a problem whose row was reused from an earlier run without
+    its tree is left out: ``n`` says how many were read)."""
+    out = {}
+    for name in LOSS_BEAMS:
+        cases = [classify(load_tree(f), p.answer) for p in problems if (f := trees / f"{name}-{p.id}.json").exists()]
+        if cases:
+            out[name] = summarize(cases)
+    return out
 
 
 def limits_text(r: dict) -> str:
@@ -373,6 +390,18 @@ def limits_text(r: dict) -> str:
                    "checker-trained verifier can fix.")
     if v <= o and o > 0 and v / o >= 0.8:
         out.append("The verifier beam is within 20% of the oracle: the remaining gap is the policy's coverage.")
+    lost = (r.get("beam_losses") or {}).get("beam verifier")
+    if lost:
+        c, wrong = lost["counts"], lost["n"] - lost["counts"]["solved"]
+        if wrong:
+            orc = (r["beam_losses"].get("beam oracle") or {}).get("counts", {})
+            out.append(f"Of the {wrong} problems the verifier beam gets wrong ({lost['n']} trees read), it dropped the "
+                       f"last right path in {c['dropped']} (the ranking kept only wrong steps; median depth "
+                       f"{lost['dropped_median_depth']}), picked a wrong finished answer over a right one in {c['pick']}, "
+                       f"followed an error the checker cannot see in {c['invisible']}, and drew no right step from a "
+                       f"right path in {c['coverage']}" + (f" (the oracle beam: {orc.get('coverage', 0)} coverage, "
+                                                           f"{orc.get('invisible', 0)} invisible, {orc.get('pick', 0)} "
+                                                           "pick)" if orc else "") + ".")
     for p in r.get("pruning", []):
         b = p["best"]
         if p["search"] == "beam oracle":
@@ -430,6 +459,9 @@ def diagnose_markdown(r: dict) -> str:
             lines.append(f"| {p['threshold']:g} | {pct(p['false_prune_rate'])} | {pct(p['wrong_prune_rate'])} |")
     else:
         lines += ["", sib.get("note", "")]
+    if r.get("beam_losses"):
+        lines += ["", "Where the beams lose (their trees, labelled by the step checker):", "",
+                  losses_markdown(r["beam_losses"])]
     lines += ["", "Greedy errors by kind: " + (", ".join(f"{k} {v}" for k, v in sorted(r["greedy_error_taxonomy"].items()))
                                               or "none")]
     return "\n".join(lines) + "\n"

@@ -47,6 +47,8 @@ class VerifierBudgetConfig:
     heads: str = knob("1", "comma-separated ensemble sizes (`rewind train-verifier --heads`; 1: one head, the name "
                       "gets -h<k> otherwise)")
     seeds: str = knob("0", "comma-separated seeds of the labels, split and head (the run's own seed reuses its labels)")
+    member_beams: bool = knob(False, "also solve with each ensemble head k >= 1 alone (τ = 1; head 0 is the one-head "
+                              "recipe of the same seed): how far single draws of the same labels land apart")
     n: int = knob(200, "validation problems to solve (>= 1)")
     skip: int = knob(400, "validation problems the verifier's own labels came from (the demo's verifier_problems)")
     split: str = knob("validation", "problems to solve: 'validation' (choose a recipe here) or 'test' (the first n "
@@ -166,10 +168,21 @@ def main(argv: list[str] | None = None) -> int:
         a, b = method_row(r1), method_row(rk)
         lo, hi = a["ci95"]
         sib = m["test"]["rankers"]["verifier"]["sibling_auroc"]  # None: no test group holds a right and a wrong step
-        lines.append(f"| {name} | {m.get('train_s', float('nan')):.0f} | {'–' if sib is None else f'{sib:.3f}'} | {tau:g} | "
+        fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
+        sib_text = fmt(sib) + (" (heads " + " / ".join(fmt(t["sibling_auroc"]) for t in m["member_tests"]) + ")"
+                               if m.get("member_tests") else "")
+        lines.append(f"| {name} | {m.get('train_s', float('nan')):.0f} | {sib_text} | {tau:g} | "
                      f"{100 * a['accuracy']:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {100 * b['accuracy']:.1f}% | "
                      f"{a['tokens_generated']:.0f} → {b['tokens_generated']:.0f} |")
         print(lines[-1], flush=True)
+        for k in range(1, len(getattr(ver, "members", ())) if args.member_beams else 0):
+            alone = load_verifier_for(folder / "verifier" / f"member-{k}", policy)
+            r = method_row(evaluate(problems, policy=policy, verifier=alone, method="beam", out=res,
+                                    tag=f"{name} head {k} τ=1", threshold=1.0, progress=False, **beam))
+            lo, hi = r["ci95"]
+            lines.append(f"| {name}, head {k} alone | – | {fmt(m['member_tests'][k]['sibling_auroc'])} | – | "
+                         f"{100 * r['accuracy']:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | – | {r['tokens_generated']:.0f} |")
+            print(lines[-1], flush=True)
     return write_summary(report, lines)
 
 
