@@ -69,7 +69,8 @@ def train_verifier(cfg: DemoConfig, run: Path) -> dict:
                              num_problems=cfg.verifier_problems, seed=cfg.seed, beam_width=cfg.beam_width,
                              beam_samples=4 if not cfg.quick else 2, epochs=cfg.verifier_epochs,
                              max_depth=4 if cfg.quick else 12, max_step_tokens=40 if cfg.quick else 96,
-                             reference_problems=cfg.reference_problems, heads=cfg.verifier_heads, precision=training_precision(cfg, "verifier"),
+                             reference_problems=cfg.reference_problems, heads=cfg.verifier_heads,
+                             precision=training_precision(cfg, "verifier"),
                              **({"reference_slips": 1} if cfg.quick else {}))
     fit(vc, progress=True)
     m = json.loads((run / "verifier_train" / "metrics.json").read_text())
