@@ -207,7 +207,8 @@ class RewindEngine:
         seeds = [s for r in requests for s in r.seeds]
         gens = [None] * len(seeds) if sampling.greedy else row_generators(seeds, parent_logits.device)
         keys = [(i, j) for i, r in enumerate(requests) for j in range(len(r.seeds))]
-        rows = [Row(index=(i, j), handle=self.store.insert(bases[i]), gen=g) for (i, j), g in zip(keys, gens)]
+        rows = [Row(index=(i, j), handle=self.store.insert(bases[i]), gen=g, forced=tuple(requests[i].prefix),
+                    ban=requests[i].ban) for (i, j), g in zip(keys, gens)]
         cfg = StepConfig(backtrack_id=self.policy.backtrack_id, newlines=self._newlines, sampling=sampling,
                          backtrack_bias=self.backtrack_bias, max_backtracks_per_line=self.max_backtracks_per_step,
                          entropies=True)

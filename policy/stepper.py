@@ -43,6 +43,8 @@ class Row:
     line_backtracks: int = 0  # ⟨b⟩ chosen since the last newline
     cap_hit: bool = False  # the total ⟨b⟩ cap forbade ⟨b⟩ at some step
     fed: int = 0  # tokens fed through the model
+    forced: tuple[int, ...] = ()  # the row's first tokens, fed as if chosen (a rewrite's kept prefix)
+    ban: int | None = None  # a token the row may not choose right after ``forced``
     _pending: tuple[float, float] = (0.0, 0.0)
 
 
@@ -111,8 +113,12 @@ class Stepper:
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp).sum(-1) if cfg.entropies else torch.zeros(len(live))  # [B] nats
         proc = logits
-        if bid is not None:
+        banned = [b for b, r in enumerate(live) if r.ban is not None and len(r.raw) == len(r.forced)]
+        if bid is not None or banned:
             proc = logits.clone()
+        for b in banned:
+            proc[b, live[b].ban] = float("-inf")
+        if bid is not None:
             proc[:, bid] += cfg.backtrack_bias
             for b, row in enumerate(live):
                 total = cfg.max_backtracks is not None and row.n_backtracks >= cfg.max_backtracks
@@ -122,6 +128,9 @@ class Stepper:
                     proc[b, bid] = float("-inf")
         gens = None if cfg.sampling.greedy else [r.gen for r in live]
         chosen = choose_tokens(proc, cfg.sampling, gens).tolist()
+        for b, row in enumerate(live):  # a rewrite's prefix: fed as chosen, its log-probs are the model's
+            if len(row.raw) < len(row.forced):
+                chosen[b] = row.forced[len(row.raw)]
         lp = logp.gather(-1, torch.tensor(chosen, device=logp.device)[:, None]).squeeze(-1).tolist()
         ent = entropy.tolist()
         for b, (row, c) in enumerate(zip(live, chosen)):

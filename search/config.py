@@ -145,11 +145,20 @@ class BeamConfig(SearchConfig):
     accept: float | None = _f(None, "lazy siblings: each beam draws its children one at a time and stops once one "
                               "scores P(error) < accept (the root: once W do), up to M (W x M): the siblings a "
                               "confident step would have had are never drawn; None draws all of them at once")
+    rewrite: int = _f(0, "rewrites: when every child of a beam scores P(error) >= rewrite_at, draw this many more "
+                      "children that keep the best child's step up to its least likely token and choose that token "
+                      "again, never the same one (hard backtracking into the step; >= 0, 0: none)")
+    rewrite_at: float = _f(0.5, "P(error) at which every child of a beam counts as wrong and rewrites are drawn, "
+                           "in (0, 1]")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least(self, "width", 1)
         _at_least(self, "samples", 1)
+        _at_least(self, "rewrite", 0)
+        if isinstance(self.rewrite_at, bool) or not isinstance(self.rewrite_at, (int, float)) \
+                or not 0 < self.rewrite_at <= 1:
+            raise ValueError(f"rewrite_at must be a number in (0, 1], got {self.rewrite_at!r}")
         _one_of(self, "rank", ("verifier", "logprob"))
         _one_of(self, "aggregate", ("last", "max", "prod"))
         if self.root_samples is not None:

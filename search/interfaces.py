@@ -38,6 +38,10 @@ class StepRequest:
     state: Any
     seeds: tuple[int, ...]  # one per child; a child's tokens depend only on its seed and the prefix
     depth: int = 0  # depth of the node being expanded (0 = root); engines may cap steps by it
+    # A rewrite (hard backtracking from inside a step): every child starts with these alive tokens,
+    # fed as if chosen (their log-probs count), and may not choose ``ban`` right after them.
+    prefix: tuple[int, ...] = ()
+    ban: int | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from search.tree import ROOT, Tree
 __all__ = ["ReplayResult", "replay"]
 
 _COPIED = ("ids", "raw_ids", "text", "raw_text", "logprob", "p_backtrack", "p_backtrack_policy", "answer",
-           "backtracks", "stop_reason")
+           "backtracks", "stop_reason", "token_logprobs", "forced", "banned")
 _NOT_REPLAYED = ("tokens_run", "tokens_saved", "peak_kv_bytes", "verifier_calls", "nodes_scored", "wall_s")
 
 
@@ -101,6 +101,8 @@ class _TreeSource:
             drawn = []
             for i in range(first, first + req.count):
                 rid = self.by_path.get((*node.seed_path, i))
+                if rid is not None and not _same_draw(self.recorded.nodes[rid], req):
+                    rid = None  # the recorded child there was drawn another way (another rewrite, or none)
                 if rid is None:
                     src = self.origin[id(run)][req.node]
                     if src not in self.missing:
@@ -111,3 +113,9 @@ class _TreeSource:
                 drawn.append(Drawn(fields={k: getattr(rec, k) for k in _COPIED}, rejected=rec.status == "rejected"))
             out.append(drawn)
         return out
+
+
+def _same_draw(rec, req: Expand) -> bool:
+    """True when the recorded child came from the same request kind: the same rewrite prefix and ban."""
+    k = len(req.prefix)
+    return rec.forced == k and rec.banned == req.ban and tuple(rec.raw_ids[:k]) == tuple(req.prefix)

@@ -30,13 +30,18 @@ class Expand:
     """Draw ``count`` new children of ``node`` at ``temperature``.
 
     ``keep=True`` keeps the node's KV handle after the round (the strategy may draw from it
-    again); otherwise the driver releases it once the children exist.
+    again); otherwise the driver releases it once the children exist. ``prefix`` / ``ban`` make
+    the children rewrites of a sibling: hard backtracking to a point inside its step.
     """
 
     node: int
     count: int
     temperature: float
     keep: bool = False
+    # a rewrite: each child keeps these alive tokens of a sibling's step and may not choose ``ban``
+    # after them (``StepRequest.prefix`` / ``ban``)
+    prefix: tuple[int, ...] = ()
+    ban: int | None = None
 
 
 @dataclass(frozen=True)

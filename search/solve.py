@@ -157,14 +157,15 @@ class _EngineSource:
                 run.acct.tokens_saved += res.tokens_saved
                 samples[k] = res.samples
         scores = self._score(batch, samples)
-        return [[_drawn(s, p) for s, p in zip(ss, ps)] for ss, ps in zip(samples, scores)]
+        return [[_drawn(s, p, req) for s, p in zip(ss, ps)] for ss, ps, (_, req) in zip(samples, scores, batch)]
 
     def _request(self, run: SearchRun, req: Expand) -> StepRequest:
         if req.node not in run.handles:
             raise RuntimeError(f"strategy {run.config.strategy!r} expanded node {req.node}, whose KV was released")
         node = run.tree.nodes[req.node]
         seeds = child_seeds(self.config.seed, node.seed_path, len(run.tree.children[req.node]), req.count)
-        return StepRequest(state=run.handles[req.node], seeds=seeds, depth=node.depth)
+        return StepRequest(state=run.handles[req.node], seeds=seeds, depth=node.depth, prefix=tuple(req.prefix),
+                           ban=req.ban)
 
     def _score(self, batch: Sequence[tuple[SearchRun, Expand]],
                samples: list[tuple[StepSample, ...]]) -> list[list[float | None]]:
@@ -204,14 +205,23 @@ class _EngineSource:
                            prompt=tree.nodes[ROOT].text)
 
 
-def _drawn(s: StepSample, p: float | None) -> Drawn:
+def _drawn(s: StepSample, p: float | None, req: Expand) -> Drawn:
     ends = s.finished or s.stop_reason in ENDING_STOP_REASONS
     stop = s.stop_reason if (s.stop_reason in ENDING_STOP_REASONS) == ends else ("eos" if ends else "newline")
     fields = dict(ids=tuple(s.ids), raw_ids=tuple(s.raw_ids), text=s.text, raw_text=s.raw_text,
                   logprob=float(s.logprob), p_backtrack=p, p_backtrack_policy=float(s.p_backtrack_policy),
                   answer=s.answer if ends and not s.rejected else None, backtracks=tuple(s.backtracks),
-                  stop_reason="rejected" if s.rejected else stop)
+                  stop_reason="rejected" if s.rejected else stop, forced=len(req.prefix), banned=req.ban,
+                  token_logprobs=_token_logprobs(s))
     return Drawn(fields=fields, rejected=bool(s.rejected), state=s.state, kv_bytes=int(s.kv_bytes))
+
+
+def _token_logprobs(s: StepSample) -> tuple[float, ...]:
+    """The alive tokens' log-probs, when the engine gave one per alive token."""
+    lp = s.step_logprobs
+    if lp is None or s.rejected or len(lp) != len(s.ids):
+        return ()
+    return tuple(float(x) for x in lp.tolist())
 
 
 def _question(problem: Any, cfg: SearchConfig) -> str:

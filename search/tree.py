@@ -43,6 +43,9 @@ class Node:
     backtracks: tuple[tuple[int, int], ...] = ()  # (raw index in the step, run length) per ⟨b⟩-run
     reason: str | None = None  # why the node was pruned, rejected or ended
     stop_reason: str | None = None  # how the step ended (StepSample.stop_reason: "newline", "eos", ...)
+    token_logprobs: tuple[float, ...] = ()  # log-prob of each alive token (temperature 1); () when unknown
+    forced: int = 0  # a rewrite's first tokens, kept from a sibling's step (Expand.prefix)
+    banned: int | None = None  # the token a rewrite could not choose after them (Expand.ban)
     visits: int = 0  # MCTS visit count
     value_sum: float = 0.0  # MCTS sum of backed-up values
 
@@ -152,6 +155,7 @@ class Tree:
             for k in ("ids", "raw_ids", "seed_path"):
                 d[k] = list(d[k])
             d["backtracks"] = [list(b) for b in n.backtracks]
+            d["token_logprobs"] = [round(x, 4) for x in n.token_logprobs]
             d["p_backtrack"] = clean(n.p_backtrack)
             d["p_backtrack_policy"] = clean(n.p_backtrack_policy)
             nodes.append(d)
@@ -191,7 +195,7 @@ class Tree:
             if d.get("status", "open") not in STATUSES:
                 raise ValueError(f"field 'nodes[{i}].status' is {d.get('status')!r}; expected one of {STATUSES}")
             d = dict(d)
-            for k in ("ids", "raw_ids", "seed_path"):
+            for k in ("ids", "raw_ids", "seed_path", "token_logprobs"):
                 d[k] = tuple(d.get(k, ()))
             d["backtracks"] = tuple(tuple(b) for b in d.get("backtracks", ()))
             tree.nodes.append(Node(**d))

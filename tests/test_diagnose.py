@@ -117,3 +117,22 @@ def test_misordered_by_operator_files_each_pair_under_the_right_steps_operator()
     pairs = sum(m["pairs"] for m in got.values())
     share = sum(m["pairs"] * m["misordered"] for m in got.values()) / pairs
     assert sibling_auroc(scores, d.labels, d.groups)["auroc"] == pytest.approx(1 - share)
+
+
+def test_rewrite_rows_are_reported_beside_their_plain_beams():
+    from experiments.studies.diagnose import limits_text
+
+    m = lambda acc, tok: {"accuracy": acc, "tokens_generated": tok}  # noqa: E731
+    methods = {"greedy": m(0.25, 90.0), "beam verifier": m(0.34, 800.0), "beam logprob": m(0.25, 800.0),
+               "beam oracle": m(0.45, 800.0), "beam verifier rewrite=4": m(0.33, 1000.0),
+               "beam oracle rewrite=4": m(0.52, 1200.0)}
+    text = limits_text({"methods": methods, "sampling": {"0.4": {"pass_at_k": {"4": 0.5}}}, "siblings": {},
+                        "greedy_error_taxonomy": {}, "pruning": []})
+    assert ("take the oracle beam from 45.0% to 52.0% (+50% tokens) and the verifier beam from 34.0% to 33.0% "
+            "(+25% tokens)") in text
+    assert "Rewrites" not in limits_text({"methods": {k: v for k, v in methods.items() if "rewrite" not in k},
+                                          "sampling": {"0.4": {"pass_at_k": {"4": 0.5}}}, "siblings": {},
+                                          "greedy_error_taxonomy": {}, "pruning": []})
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="rewrite"):
+            DiagnoseConfig(run="x", rewrite=bad)

@@ -11,7 +11,9 @@ threshold 0.9 (and lower for ``distinct``) against each τ = 1; then ``keep_last
 oracle: the most any step pruner can cut); last, twice the budget: W×M 4×4 (verifier and oracle)
 beside vote@16 (majority and verifier-weighted), which spends the same tokens; and lazy siblings
 (``BeamConfig.accept``: a beam draws its next child only while none of its children scores below
-the threshold) for W×M 4×2 and 4×4. It prints one table and writes
+the threshold) for W×M 4×2 and 4×4; and rewrites (``BeamConfig.rewrite``: a beam whose children
+all score P(error) >= 0.5 draws children that back up into its best child's step), alone and with
+lazy siblings, beside the oracle beam with rewrites. It prints one table and writes
 ``RUN/choose_search/results.jsonl`` (rows are reused on a rerun). ``--only`` runs the rows whose tag
 is one of its comma-separated parts, or starts with a part that ends in ``*`` (e.g.
 ``--only "greedy,beam prod,beam prod W4 M2 lazy*"``).
@@ -99,6 +101,11 @@ def _variants(beam: dict, verifier) -> dict[str, tuple[str, object, dict]]:
     for m in (2, 4):  # lazy siblings: a beam stops drawing once a child scores below `accept`
         for a in (0.5, 0.8, 0.9, 0.95):
             plan[f"beam prod W4 M{m} lazy accept={a:g}"] = {**prod, "samples": m, "accept": a}
+    for r in (2, 4):  # rewrites: a beam whose children are all rejected backs up into its best child's step
+        plan[f"beam prod rewrite={r}"] = {**prod, "rewrite": r}
+        for a in (0.8,):
+            plan[f"beam prod W4 M2 lazy accept={a:g} rewrite={r}"] = {**prod, "accept": a, "rewrite": r}
+            plan[f"beam prod W4 M4 lazy accept={a:g} rewrite={r}"] = {**prod, "samples": 4, "accept": a, "rewrite": r}
     out = {tag: ("beam", verifier, knobs) for tag, knobs in plan.items()}
     for vote, ver in (("majority", None), ("weighted", verifier)):  # vote@16: the same tokens as W4 M4
         out[f"vote@16 {'verifier' if ver else 'majority'}"] = ("best_of_n", ver, {"n": 16, "vote": vote,
@@ -112,6 +119,8 @@ def _variants(beam: dict, verifier) -> dict[str, tuple[str, object, dict]]:
                                                                         "aggregate": "max", "threshold": 0.5,
                                                                         "keep_last": True})
     out["beam oracle W4 M4"] = ("beam", oracle, {**prod, "samples": 4, "aggregate": "max"})
+    for r in (2, 4):
+        out[f"beam oracle rewrite={r}"] = ("beam", oracle, {**prod, "aggregate": "max", "rewrite": r})
     return out
 
 

@@ -69,6 +69,9 @@ class DiagnoseConfig:
     accept_samples: int | None = _f(None, "children per beam M of the lazy beams, at most (default: --beam-samples); "
                                     "a larger M spends about the full beam's tokens on more children where the "
                                     "verifier doubts", required=False)
+    rewrite: int = _f(0, "rewrites (BeamConfig.rewrite) of two more beams, the verifier's and the oracle's: a beam "
+                      "whose children all score P(error) >= 0.5 draws this many children that back up into its best "
+                      "child's step at its least likely token (>= 0; 0: no such rows)")
     max_new_tokens: int = _f(320, "longest decoded solution (>= 1)")
     max_depth: int = _f(24, "most steps of a searched solution (>= 1)")
     max_step_tokens: int = _f(96, "step-length cap of search in tokens (>= 1)")
@@ -83,6 +86,8 @@ class DiagnoseConfig:
         if self.accept_samples is not None and (isinstance(self.accept_samples, bool) or
                                                 not isinstance(self.accept_samples, int) or self.accept_samples < 1):
             raise ValueError(f"--accept-samples must be an integer >= 1, got {self.accept_samples!r}")
+        if isinstance(self.rewrite, bool) or not isinstance(self.rewrite, int) or self.rewrite < 0:
+            raise ValueError(f"--rewrite must be an integer >= 0, got {self.rewrite!r}")
         if self.workers not in (1, 2):
             raise ValueError(f"--workers must be 1 or 2, got {self.workers!r}")
         for name in ("n", "samples", "width", "beam_samples", "max_new_tokens", "max_depth", "max_step_tokens"):
@@ -228,6 +233,12 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
     for t, name, _, _, knobs in sweep:
         replays.setdefault(name.split(" τ=")[0], []).append((name, t, {"keep_last": True} if knobs.get("keep_last") else {}))
     sweep += lazy
+    if cfg.rewrite:  # coverage: rewrites back up into a rejected step; the oracle's show what they can add
+        r = cfg.rewrite
+        sweep += [(1.0, f"beam verifier{REWRITE}{r}", "beam", verifier,
+                   {**beam, "rank": "verifier", "aggregate": cfg.aggregate, "rewrite": r}),
+                  (1.0, f"beam oracle{REWRITE}{r}", "beam", CheckerOracle(H),
+                   {**beam, "rank": "verifier", "aggregate": "max", "rewrite": r})]
     order = list(plan) + [name for _, name, *_ in sweep]
     todo = sorted(plan.items(), key=lambda kv: kv[0] not in replays)  # the recorded searches first
     todo += [(name, (method, ver, knobs)) for t, name, method, ver, knobs in sweep]
@@ -248,6 +259,7 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
 LOSS_BEAMS = ("beam verifier", "beam oracle")  # their trees are kept (out/trees/) and read by beam_losses
 TREES = "trees"
 KEEP = " keep-last"  # pruned beams keep the best pruned child when nothing else is left (BeamConfig.keep_last)
+REWRITE = " rewrite="  # a beam whose children are all rejected backs up into its best child's step (BeamConfig.rewrite)
 LAZY = " lazy accept="  # a beam draws its next child only while none of its children scores below it (BeamConfig.accept)
 
 
@@ -337,6 +349,9 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
     wm = cfg.width * cfg.beam_samples
     others = dict.fromkeys(["greedy", "vote@8 majority", f"vote@{wm} majority", "beam logprob"])  # W×M may be 8
     paired = [_paired(rows, "beam verifier", b) for b in others]
+    if cfg.rewrite:
+        rw = f"beam verifier{REWRITE}{cfg.rewrite}"
+        paired += [_paired(rows, rw, "beam verifier"), _paired(rows, f"beam oracle{REWRITE}{cfg.rewrite}", "beam oracle")]
     result = {"config": dataclasses.asdict(cfg), "n": len(problems), "greedy_error_taxonomy": taxonomy,
               "sampling": sampling, "methods": {k: {kk: vv for kk, vv in v.items() if kk != "by_problem"}
                                                 for k, v in rows.items()},
@@ -402,6 +417,15 @@ def limits_text(r: dict) -> str:
                        f"right path in {c['coverage']}" + (f" (the oracle beam: {orc.get('coverage', 0)} coverage, "
                                                            f"{orc.get('invisible', 0)} invisible, {orc.get('pick', 0)} "
                                                            "pick)" if orc else "") + ".")
+    rw = sorted(k for k in m if k.startswith("beam verifier" + REWRITE))
+    if rw and f"beam oracle{REWRITE}{rw[0][len('beam verifier' + REWRITE):]}" in m:
+        name, k = rw[0], rw[0][len("beam verifier" + REWRITE):]
+        ro, rv = m[f"beam oracle{REWRITE}{k}"], m[name]
+        tok = lambda a, b: 100 * (m[a]["tokens_generated"] / m[b]["tokens_generated"] - 1) if m[b]["tokens_generated"] else 0  # noqa: E731
+        out.append(f"Rewrites ({k} per beam whose children are all rejected, backing up to the best child's least "
+                   f"likely token) take the oracle beam from {100 * o:.1f}% to {100 * ro['accuracy']:.1f}% "
+                   f"({tok(f'beam oracle{REWRITE}{k}', 'beam oracle'):+.0f}% tokens) and the verifier beam from "
+                   f"{100 * v:.1f}% to {100 * rv['accuracy']:.1f}% ({tok(name, 'beam verifier'):+.0f}% tokens).")
     for p in r.get("pruning", []):
         b = p["best"]
         if p["search"] == "beam oracle":

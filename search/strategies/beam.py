@@ -16,6 +16,12 @@ children do), up to M (W×M at the root). A child is drawn at the seed path it h
 beam, so the lazy beam's children are a subset of the full beam's: only the siblings of a step the
 verifier already accepts go undrawn — the tokens the full beam spends on them are the saving.
 
+Rewrites (``rewrite``): when every child a beam drew scores P(error) >= ``rewrite_at``, the beam
+draws ``rewrite`` more children that keep its best child's step up to the token the policy was
+least sure of and choose that token again, never the same one: hard backtracking into the step,
+where a fresh sample of the whole step would most often repeat the same mistake. The kept prefix
+is fed again and its tokens count as generated.
+
 Early stop (``early_stop``, verifier ranking with aggregate ``max`` or ``prod``): a path's
 score can only get worse as it grows (``max`` of more steps, ``1 - prod(1 - p)`` over more
 steps), so once a finished answer's path score is strictly below every open beam's, no
@@ -33,7 +39,7 @@ from search.run import Expand, Outcome, SearchRun, path_p
 from search.tree import ROOT
 from search.vote import no_answer
 
-__all__ = ["beam", "rank_key"]
+__all__ = ["beam", "branch_point", "rank_key"]
 
 
 def rank_key(run: SearchRun, rank: str, aggregate: str = "last") -> Callable[[int], tuple[float, float, int]]:
@@ -50,10 +56,19 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
     root_samples = config.root_samples or config.width * config.samples
     frontier = [ROOT]
     while frontier:
+        keep = config.rewrite > 0  # a rewrite round draws from the same nodes again
         if config.accept is None:
-            yield [Expand(n, root_samples if n == ROOT else config.samples, config.temperature) for n in frontier]
+            yield [Expand(n, root_samples if n == ROOT else config.samples, config.temperature, keep=keep)
+                   for n in frontier]
         else:
             yield from _lazy_round(run, config, frontier, root_samples)
+        if keep:
+            rewrites = [r for r in (_rewrite(run, config, n) for n in frontier) if r is not None]
+            if rewrites:
+                yield rewrites
+        if keep or config.accept is not None:
+            for n in frontier:
+                run.release(n)
         children = sorted((c for n in frontier for c in run.open_children(n)), key=key)
         if not children and config.keep_last and not run.answers():
             children = _keep_last(run, frontier, key)
@@ -90,8 +105,30 @@ def _lazy_round(run: SearchRun, config: BeamConfig, frontier: list[int], root_sa
         yield [Expand(n, counts[n], config.temperature, keep=True) for n in asking]
         # a node that got no new child (a replay whose recorded tree lacks it) has nothing more to give
         asking = [n for n in asking if before[n] < len(run.tree.children[n]) < quota[n] and accepted(n) < need[n]]
-    for n in frontier:
-        run.release(n)
+
+
+def branch_point(token_logprobs: tuple[float, ...] | list[float], n_ids: int) -> int:
+    """Where a rewrite backs up to: the step's least likely alive token (the policy's least sure
+    choice), never the last token when there is another (it ends the step); earliest on ties."""
+    n = len(token_logprobs) if len(token_logprobs) == n_ids else 0
+    if n == 0:
+        return 0
+    last = n - 1 if n > 1 else n
+    return min(range(last), key=lambda i: (token_logprobs[i], i))
+
+
+def _rewrite(run: SearchRun, config: BeamConfig, n: int) -> Expand | None:
+    """The rewrites of beam ``n`` when all its drawn children score P(error) >= ``rewrite_at``:
+    ``rewrite`` children that keep the best child's step up to its branch point and choose the
+    token there again, never the one it chose. None when some child passes, or none has tokens."""
+    drawn = [c for c in run.tree.children[n] if run.tree.nodes[c].status != "rejected"]
+    if not drawn or any(run.p(c) < config.rewrite_at for c in drawn):
+        return None
+    best = run.tree.nodes[min(drawn, key=lambda c: (run.p(c), -run.tree.nodes[c].logprob, c))]
+    if not best.ids:
+        return None
+    k = branch_point(best.token_logprobs, len(best.ids))
+    return Expand(n, config.rewrite, config.temperature, keep=True, prefix=tuple(best.ids[:k]), ban=best.ids[k])
 
 
 def _keep_last(run: SearchRun, frontier: list[int], key: Callable[[int], tuple]) -> list[int]:
