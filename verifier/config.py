@@ -28,6 +28,9 @@ class VerifierTrainConfig:
     beam_width: int = _f(4, "step: beam width W of the unpruned log-prob beam that draws the labelled steps (>= 1)")
     beam_samples: int = _f(4, "step: children per beam M of that beam (>= 1); the root draws W x M")
     search_temperature: float = _f(0.4, "step: sampling temperature of the labelled steps (> 0): the search's")
+    rewrite_labels: int = _f(0, "step: rewrites (BeamConfig.rewrite) in the labelling beam, drawn where the step "
+                             "checker finds every child of a beam wrong, so the labels hold the rewrites a search "
+                             "with rewrites ranks (>= 0; 0: none)")
     step_width: int = _f(96, "step: model width of the step verifier (>= 1, a multiple of 4)")
     step_layers: int = _f(2, "step: transformer layers of the step verifier (>= 1)")
     step_lr: float = _f(1e-3, "step: peak AdamW learning rate (> 0)")
@@ -106,6 +109,8 @@ class VerifierTrainConfig:
             raise ValueError(f"label_workers must be 1 or 2, got {self.label_workers!r}")
         if self.twins not in (0, 1):
             raise ValueError(f"twins must be 0 or 1, got {self.twins!r}")
+        if isinstance(self.rewrite_labels, bool) or not isinstance(self.rewrite_labels, int) or self.rewrite_labels < 0:
+            raise ValueError(f"rewrite_labels must be an integer >= 0, got {self.rewrite_labels!r}")
         for name in ("beam_width", "beam_samples", "step_layers", "max_depth", "max_step_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")

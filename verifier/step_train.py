@@ -329,7 +329,8 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
         with (side_job(*job) if side else nullcontext()) as future, torch.no_grad():
             data = collect_steps(policy, problems, width=config.beam_width, samples=config.beam_samples,
                                  temperature=config.search_temperature, seed=config.seed, max_depth=config.max_depth,
-                                 max_step_tokens=config.max_step_tokens, progress=progress)
+                                 max_step_tokens=config.max_step_tokens, rewrite=config.rewrite_labels,
+                                 progress=progress)
         if future is not None and (error := _side_error(future)):
             warnings.warn(f"the reference steps' side job failed ({error}); drawing them here instead", stacklevel=2)
         data.save(out / "steps.pt", key=key)
@@ -404,7 +405,8 @@ def label_key(config, policy) -> str:
     emb = policy.model.get_input_embeddings().weight.detach()
     return hashlib.sha256(json.dumps({
         "fields": [config.task, config.num_problems, config.beam_width, config.beam_samples,
-                   config.search_temperature, config.seed, config.max_depth, config.max_step_tokens],
+                   config.search_temperature, config.seed, config.max_depth, config.max_step_tokens]
+                  + ([config.rewrite_labels] if config.rewrite_labels else []),  # 0: the key of older runs
         "policy": [fingerprint, float(emb.double().sum()), float(emb.double().abs().sum())]}).encode()).hexdigest()
 
 
