@@ -147,23 +147,25 @@ def test_rewrite_knobs_are_checked():
         BeamConfig(rewrite_at=1.5)
 
 
-def test_labelled_steps_with_rewrites_hold_the_rewrites_the_checker_asks_for(policy, monkeypatch):
+def test_labelled_steps_with_rewrites_hold_the_rewrites_the_checker_asks_for(policy):
     """``collect_steps(rewrite=R)``: the step checker triggers the rewrites (here a stand-in that
     finds every step wrong: a tiny random policy writes no annotation the checker could fault), so
     the root's W×M steps are the plain run's and every beam adds R rewrites, all labelled."""
-    import verifier.baselines
+    from verifier.baselines import CheckerOracle
     from verifier.step_data import collect_steps
 
-    class AllWrong(verifier.baselines.CheckerOracle):
+    class AllWrong(CheckerOracle):
         def score_steps(self, steps):
             return torch.ones(len(steps))
 
     problems = list(generate_problems(2, seed=5, split="test"))
     kw = dict(width=2, samples=2, temperature=1.0, seed=0, max_depth=2, max_step_tokens=10, progress=False)
     plain = collect_steps(policy, problems, **kw)
-    monkeypatch.setattr(verifier.baselines, "CheckerOracle", AllWrong)
-    assert collect_steps(policy, problems, **kw).texts == plain.texts  # no rewrite: the checker is not asked
-    rw = collect_steps(policy, problems, rewrite=3, **kw)
+    trigger = AllWrong(policy.hidden_size)
+    assert collect_steps(policy, problems, rewrite_trigger=trigger, **kw).texts == plain.texts  # no rewrite asked
+    with pytest.raises(ValueError, match="rewrite_trigger"):
+        collect_steps(policy, problems, rewrite=3, **kw)
+    rw = collect_steps(policy, problems, rewrite=3, rewrite_trigger=trigger, **kw)
     assert len(rw) > len(plain) and len(rw.labels) == len(rw.views) == len(rw.groups)
     assert rw.texts[:4] == plain.texts[:4]  # the root's children come first, drawn alike
     sizes = {}

@@ -265,12 +265,15 @@ class RecordingEngine:
 
 def collect_steps(policy: Policy, problems: Sequence[Problem], *, width: int = 4, samples: int = 4,
                   temperature: float = 0.4, seed: int = 0, batch_problems: int = 32, max_depth: int = 12,
-                  max_step_tokens: int = 96, rewrite: int = 0, progress: bool = True) -> StepData:
+                  max_step_tokens: int = 96, rewrite: int = 0, rewrite_trigger=None,
+                  progress: bool = True) -> StepData:
     """Label every child drawn by an unpruned, log-prob-ranked step beam (W×M children at the
     root, M per beam after) on ``problems``; see the module docstring for the labels. With
-    ``rewrite`` > 0 a beam whose children the step checker all finds wrong also draws ``rewrite``
-    rewrites (``BeamConfig.rewrite``), labelled like every other child."""
-    from verifier.baselines import CheckerOracle  # the checker triggers rewrites; it ranks nothing here
+    ``rewrite`` > 0 a beam whose children ``rewrite_trigger`` (a step verifier: the step checker,
+    ``verifier.baselines.CheckerOracle``) all scores P(error) >= 0.5 also draws ``rewrite``
+    rewrites (``BeamConfig.rewrite``), labelled like every other child; the trigger ranks nothing."""
+    if rewrite and rewrite_trigger is None:
+        raise ValueError("rewrite labels need a rewrite_trigger (the step checker) to say where to draw them")
 
     if not problems:
         raise ValueError("no problems to collect verifier labels from")
@@ -279,7 +282,7 @@ def collect_steps(policy: Policy, problems: Sequence[Problem], *, width: int = 4
     bar = tqdm(total=len(problems), desc="verifier labels (own samples)", disable=not progress)
     for start in range(0, len(problems), batch_problems):
         chunk = list(problems[start:start + batch_problems])
-        extra = {"verifier": CheckerOracle(policy.hidden_size), "rewrite": rewrite} if rewrite else {"verifier": None}
+        extra = {"verifier": rewrite_trigger, "rewrite": rewrite} if rewrite else {"verifier": None}
         solve_many([p.question for p in chunk], policy=engine, strategy="beam", width=width,
                    samples=samples, rank="logprob", threshold=1.0, temperature=temperature,
                    seed=seed + start, max_depth=max_depth, max_step_tokens=max_step_tokens, **extra)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from policy.atomic import atomic_write_json
 from policy.workers import can_run_side_jobs, side_job
+from verifier.baselines import CheckerOracle
 from verifier.config import VerifierTrainConfig
 from verifier.frozen import load_frozen_policy
 from verifier.head import tokenizer_fingerprint
@@ -330,7 +331,7 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
             data = collect_steps(policy, problems, width=config.beam_width, samples=config.beam_samples,
                                  temperature=config.search_temperature, seed=config.seed, max_depth=config.max_depth,
                                  max_step_tokens=config.max_step_tokens, rewrite=config.rewrite_labels,
-                                 progress=progress)
+                                 rewrite_trigger=CheckerOracle(policy.hidden_size), progress=progress)
         if future is not None and (error := _side_error(future)):
             warnings.warn(f"the reference steps' side job failed ({error}); drawing them here instead", stacklevel=2)
         data.save(out / "steps.pt", key=key)
