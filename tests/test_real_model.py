@@ -184,3 +184,28 @@ def test_loader_bad_inputs(smollm2_dir, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     with pytest.raises(ValueError, match="names no base model"):
         load_policy(adapter)
+
+
+def test_a_rewrite_prefix_redraws_the_step_token_for_token(smollm2, gsm8k):
+    """The engine's rewrite path on a real model: a step's own alive prefix, fed back with the
+    step's seed, redraws that step exactly (tokens, log-prob, hidden states); with a ban the token
+    after the prefix changes."""
+    from search.interfaces import StepRequest
+
+    engine = smollm2.engine(share_kv=True)
+    (prompt,) = engine.start([gsm8k[0].question])
+
+    def draw(**kw):
+        (res,) = engine.expand([StepRequest(state=prompt.state, seeds=(3,), **kw)], temperature=0.7,
+                               max_step_tokens=24)
+        return res.samples[0]
+
+    first = draw()
+    assert len(first.ids) >= 3 and smollm2.backtrack_id not in first.raw_ids
+    k = len(first.ids) // 2
+    again = draw(prefix=tuple(first.ids[:k]))
+    assert again.raw_ids == first.raw_ids
+    assert abs(again.logprob - first.logprob) < 1e-4
+    torch.testing.assert_close(again.step_hidden, first.step_hidden, rtol=1e-4, atol=1e-4)
+    banned = draw(prefix=tuple(first.ids[:k]), ban=first.ids[k])
+    assert banned.raw_ids[:k] == first.ids[:k] and banned.raw_ids[k] != first.ids[k]

@@ -55,8 +55,8 @@ def beam(run: SearchRun, config: BeamConfig) -> Generator[list[Expand], None, Ou
     key = rank_key(run, config.rank, config.aggregate)
     root_samples = config.root_samples or config.width * config.samples
     frontier = [ROOT]
+    keep = config.rewrite > 0  # a rewrite round draws from the same nodes again
     while frontier:
-        keep = config.rewrite > 0  # a rewrite round draws from the same nodes again
         if config.accept is None:
             yield [Expand(n, root_samples if n == ROOT else config.samples, config.temperature, keep=keep)
                    for n in frontier]
