@@ -46,6 +46,11 @@ class VerifierTrainConfig:
                              "groups known by their tokens alone (a correct line beside --reference-slips slipped "
                              "versions; no policy forward, the features read as zero), so the verifier's token path "
                              "learns the arithmetic (>= 0; 0: none)")
+    token_head_problems: int = _f(0, "step: problems of the policy's training split whose reference lines and their "
+                                  "slipped-result versions train a token head, a second step verifier that reads the "
+                                  "step's tokens only; the saved verifier is the two heads' mixture, weighted on "
+                                  "validation steps (>= 0; 0: no token head)")
+    token_head_steps: int = _f(1500, "step: optimiser steps of the token head, 64 sibling groups each (>= 1)")
     label_workers: int = _f(2, "step: processes drawing the labels: 2 draws the reference steps in a second process "
                             "while this one draws the own-step labels, one thread each, on a CPU with >= 2 cores "
                             "(the labels 1 draws at one thread, in ~25% less time); 1 draws them one after the other")
@@ -97,6 +102,10 @@ class VerifierTrainConfig:
             raise ValueError(f"reference_problems must be an int >= 0, got {self.reference_problems!r}")
         if not isinstance(self.heads, int) or self.heads < 1:
             raise ValueError(f"heads must be an int >= 1, got {self.heads!r}")
+        for name in ("token_head_problems", "token_head_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "token_head_problems" else 1):
+                raise ValueError(f"{name} must be an int >= {0 if name == 'token_head_problems' else 1}, got {v!r}")
         if not isinstance(self.token_problems, int) or self.token_problems < 0:
             raise ValueError(f"token_problems must be an int >= 0, got {self.token_problems!r}")
         if not isinstance(self.reference_slips, int) or self.reference_slips < 1:

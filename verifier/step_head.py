@@ -234,7 +234,7 @@ class StepVerifier(nn.Module):
 
     def __init__(self, hidden_size: int, *, width: int = 96, layers: int = 2, heads: int = 4,
                  max_tokens: int = 96, dropout: float = 0.1, tokenizer_fingerprint: str | None = None,
-                 digit_ids: Sequence[int] = ()):
+                 digit_ids: Sequence[int] = (), reads_features: bool = True):
         super().__init__()
         for name, v in (("hidden_size", hidden_size), ("width", width), ("layers", layers), ("heads", heads),
                         ("max_tokens", max_tokens)):
@@ -247,6 +247,9 @@ class StepVerifier(nn.Module):
         self.hidden_size, self.width, self.layers, self.heads = hidden_size, width, layers, heads
         self.max_tokens, self.dropout = max_tokens, dropout
         self.tokenizer_fingerprint = tokenizer_fingerprint
+        # False: a token head (``verifier.token_steps.fit_token_head``) that reads the step's tokens only;
+        # the policy features (hidden states, log-probs, entropies) are read as zero, as it was trained
+        self.reads_features = bool(reads_features)
         self.in_norm = nn.LayerNorm(hidden_size)
         self.in_proj = nn.Linear(hidden_size, width)
         self.scalar_proj = nn.Linear(2, width)
@@ -277,6 +280,8 @@ class StepVerifier(nn.Module):
     def raw_logits(self, batch: StepBatch) -> torch.Tensor:
         """Uncalibrated logits ``[N]``."""
         b = batch.to(self.device)
+        if not self.reads_features:  # exactly what it was trained on: the features of token-only rows are zero
+            b = StepBatch(torch.zeros_like(b.hidden), torch.zeros_like(b.scalars), b.mask, b.depth, b.ids, b.place)
         N, T, _ = b.hidden.shape
         pos = torch.arange(T, device=self.device)
         tok = torch.where(b.ids >= 0, b.ids % TOKEN_BUCKETS + 1, torch.zeros_like(b.ids))  # (N, T)
@@ -341,7 +346,8 @@ class StepVerifier(nn.Module):
         return {"format_version": VERIFIER_FORMAT_VERSION, "kind": STEP_VERIFIER_KIND, "hidden_size": self.hidden_size,
                 "width": self.width, "layers": self.layers, "heads": self.heads, "max_tokens": self.max_tokens,
                 "dropout": self.dropout, "tokenizer_fingerprint": self.tokenizer_fingerprint,
-                "digit_ids": sorted(self.digit_ids), "default_threshold": self.default_threshold}
+                "digit_ids": sorted(self.digit_ids), "default_threshold": self.default_threshold,
+                "reads_features": self.reads_features}
 
     def save(self, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
         path = Path(path)
@@ -354,7 +360,8 @@ class StepVerifier(nn.Module):
     def from_folder(cls, path: Path, cfg: dict) -> StepVerifier:
         head = cls(int(cfg["hidden_size"]), width=int(cfg["width"]), layers=int(cfg["layers"]), heads=int(cfg["heads"]),
                    max_tokens=int(cfg["max_tokens"]), dropout=float(cfg.get("dropout", 0.0)),
-                   tokenizer_fingerprint=cfg.get("tokenizer_fingerprint"), digit_ids=cfg.get("digit_ids", ()))
+                   tokenizer_fingerprint=cfg.get("tokenizer_fingerprint"), digit_ids=cfg.get("digit_ids", ()),
+                   reads_features=bool(cfg.get("reads_features", True)))
         weights = path / _WEIGHTS
         if not weights.exists():
             raise FileNotFoundError(f"{weights} is missing; the verifier folder is incomplete")
@@ -369,9 +376,11 @@ class StepVerifier(nn.Module):
 
 
 class StepEnsemble(StepVerifier):
-    """K step verifiers trained on the same labels from different seeds, read as one: the logit of
-    P(error) is the mean of the members' calibrated logits, then the ensemble's own Platt scale and
-    bias (``calibrate``). Members must read the same policy (hidden size, tokenizer) and the same
+    """K step verifiers read as one: the logit of P(error) is a weighted sum of the members'
+    calibrated logits (``weights``; the mean unless set, e.g. by ``step_train.fit_mixture``), then the
+    ensemble's own Platt scale and bias (``calibrate``). Two uses: heads of one recipe from different
+    seeds (the mean), and a head that reads the policy's features beside a token head that reads the
+    step's tokens only (``reads_features=False``; weights fitted on validation steps). Members must read the same policy (hidden size, tokenizer) and the same
     step window (``max_tokens``, digit ids): one ``StepBatch`` serves them all. Why: two heads of one
     recipe on one policy land several beam points apart (``experiments/results/verifier_budget``), and
     averaging draws cuts that variance where a single head is a lottery ticket.
@@ -379,7 +388,7 @@ class StepEnsemble(StepVerifier):
     Saved as a folder whose ``verifier_config.json`` says ``kind: step-ensemble``, with the members'
     own verifier folders ``member-0/``, ``member-1/``, ... inside."""
 
-    def __init__(self, members: Sequence[StepVerifier]):
+    def __init__(self, members: Sequence[StepVerifier], weights: Sequence[float] | None = None):
         nn.Module.__init__(self)
         members = list(members)
         if not members:
@@ -396,19 +405,29 @@ class StepEnsemble(StepVerifier):
         self.hidden_size, self.max_tokens = first.hidden_size, first.max_tokens
         self.digit_ids, self.tokenizer_fingerprint = first.digit_ids, first.tokenizer_fingerprint
         self.default_threshold: float | None = None
+        self.reads_features = any(m.reads_features for m in members)
+        w = torch.full((len(members),), 1.0 / len(members)) if weights is None else torch.tensor(list(weights),
+                                                                                                 dtype=torch.float32)
+        if w.shape != (len(members),) or not torch.isfinite(w).all():
+            raise ValueError(f"an ensemble of {len(members)} members needs {len(members)} finite weights, got {weights!r}")
+        self.register_buffer("weights", w)
         self.register_buffer("logit_scale", torch.ones(()))
         self.register_buffer("logit_bias", torch.zeros(()))
         self.eval()
 
+    def member_logits(self, batch: StepBatch) -> torch.Tensor:
+        """The members' calibrated logits ``[K, N]``."""
+        return torch.stack([m(batch) for m in self.members])
+
     def raw_logits(self, batch: StepBatch) -> torch.Tensor:
-        """The mean of the members' calibrated logits ``[N]``."""
-        return torch.stack([m(batch) for m in self.members]).mean(0)
+        """The weighted sum of the members' calibrated logits ``[N]``."""
+        return (self.weights[:, None] * self.member_logits(batch)).sum(0)
 
     def config(self) -> dict:
         return {"format_version": VERIFIER_FORMAT_VERSION, "kind": STEP_ENSEMBLE_KIND, "hidden_size": self.hidden_size,
                 "max_tokens": self.max_tokens, "tokenizer_fingerprint": self.tokenizer_fingerprint,
                 "digit_ids": sorted(self.digit_ids), "members": len(self.members),
-                "default_threshold": self.default_threshold}
+                "weights": [round(float(w), 6) for w in self.weights], "default_threshold": self.default_threshold}
 
     def save(self, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
         path = Path(path)
@@ -416,7 +435,8 @@ class StepEnsemble(StepVerifier):
             for k, m in enumerate(self.members):
                 m.save(tmp / f"member-{k}")
             save_file({"logit_scale": self.logit_scale.detach().cpu().contiguous(),
-                       "logit_bias": self.logit_bias.detach().cpu().contiguous()}, str(tmp / _WEIGHTS))
+                       "logit_bias": self.logit_bias.detach().cpu().contiguous(),
+                       "weights": self.weights.detach().cpu().contiguous()}, str(tmp / _WEIGHTS))
             (tmp / _CONFIG).write_text(json.dumps({**self.config(), **(extra or {})}, indent=2) + "\n")
         return path
 
@@ -439,8 +459,12 @@ class StepEnsemble(StepVerifier):
         if not weights.exists():
             raise FileNotFoundError(f"{weights} is missing; the verifier folder is incomplete")
         own = load_file(str(weights))
-        if set(own) != {"logit_scale", "logit_bias"}:
-            raise ValueError(f"{weights} holds {sorted(own)}, not the ensemble's logit_scale and logit_bias")
+        if not {"logit_scale", "logit_bias"} <= set(own) <= {"logit_scale", "logit_bias", "weights"}:
+            raise ValueError(f"{weights} holds {sorted(own)}, not the ensemble's logit_scale, logit_bias and weights")
+        if "weights" in own:  # saved before weights existed: the mean
+            if own["weights"].shape != (k,):
+                raise ValueError(f"{weights} holds {tuple(own['weights'].shape)} weights for {k} members")
+            ens.weights.copy_(own["weights"])
         ens.logit_scale.copy_(own["logit_scale"])
         ens.logit_bias.copy_(own["logit_bias"])
         t = cfg.get("default_threshold")

@@ -224,6 +224,94 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
     return head, history
 
 
+def fit_token_head(tokens: TokenSteps, *, hidden_size: int, steps: int, width: int = 96, layers: int = 2,
+                   heads: int = 4, max_tokens: int = 96, lr: float = 2e-3, weight_decay: float = 0.01,
+                   groups_per_batch: int = 64, pair_weight: float = 1.0, seed: int = 0, fingerprint: str | None = None,
+                   digit_ids: Sequence[int] = (), progress: bool = True) -> StepVerifier:
+    """A token head: a ``StepVerifier`` that reads a step's tokens only (``reads_features=False``),
+    trained for ``steps`` optimiser steps on token-only sibling groups (``verifier.token_steps``: a
+    correct reference line beside its slipped-result versions; ``groups_per_batch`` whole groups a
+    step, BCE plus the within-group ranking loss). It costs no policy forward, and nothing in its
+    input lets it lean on how surprised the policy was: it learns the arithmetic or nothing. Beside
+    the feature-reading head (``StepEnsemble``, weights from ``fit_mixture``) it ranks the results the
+    policy finds unlikely — rewrites, rare facts — by their digits."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not len(tokens) or not any(tokens.labels) or all(tokens.labels):
+        raise ValueError("the token head needs token steps, both right and wrong ones")
+    torch.manual_seed(seed)
+    rng = random.Random(f"token-head:{seed}")
+    head = StepVerifier(hidden_size, width=width, layers=layers, heads=heads, max_tokens=max_tokens, dropout=0.0,
+                        tokenizer_fingerprint=fingerprint, digit_ids=digit_ids, reads_features=False)
+    packed = PackedTokens(tokens, hidden_size=hidden_size, max_tokens=max_tokens, digit_ids=head.digit_ids)
+    y_all, g_all = torch.tensor(tokens.labels, dtype=torch.float32), torch.tensor(tokens.groups)
+    pos = float(y_all.mean())
+    pos_weight = torch.tensor((1 - pos) / pos)
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(tokens.groups):
+        members.setdefault(g, []).append(i)
+    order = list(members)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05) if steps >= 20
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    head.train()
+    done, losses = 0, []
+    with tqdm(total=steps, desc="token head", disable=not progress) as bar:
+        while done < steps:
+            rng.shuffle(order)
+            for j in range(0, len(order), groups_per_batch):
+                rows = [r for g in order[j:j + groups_per_batch] for r in members[g]]
+                idx = torch.tensor(rows)
+                logits = head.raw_logits(packed.batch(rows)).float()
+                y = y_all[idx]
+                loss = (F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
+                        + pair_weight * _pair_loss(logits, y, g_all[idx]))
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                done += 1
+                bar.update(1)
+                if done % 50 == 0:
+                    bar.set_postfix(loss=round(float(np.mean(losses[-50:])), 4))
+                if done >= steps:
+                    break
+    head.eval()
+    return head
+
+
+def fit_mixture(ens: StepEnsemble, val: StepData, *, steps: int = 200) -> list[float]:
+    """The ensemble's member weights and bias, fitted by LBFGS on the BCE of validation steps (the
+    ensemble's Platt scale is folded into the weights and set to 1). A degenerate fit (no signal, a
+    negative or non-finite weight) keeps the mean. Returns the weights."""
+    if len(val) == 0 or not any(val.labels) or all(val.labels):
+        return [float(w) for w in ens.weights]
+    with torch.no_grad():
+        ens.eval()
+        z = torch.cat([ens.member_logits(batch_of(val, range(i, min(len(val), i + 512)), ens))
+                       for i in range(0, len(val), 512)], dim=1)  # (K, N)
+    y = torch.tensor(val.labels, dtype=torch.float32)
+    w = ens.weights.detach().clone().requires_grad_(True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=steps)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits((w[:, None] * z).sum(0) + b, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w, b = w.detach(), b.detach()
+    if torch.isfinite(w).all() and math.isfinite(float(b)) and bool((w >= 0).all()) and float(w.sum()) > 0:
+        ens.weights.copy_(w)
+        ens.logit_scale.fill_(1.0)
+        ens.logit_bias.fill_(float(b))
+    return [float(x) for x in ens.weights]
+
+
 def calibrate_steps(head: StepVerifier, val: StepData, *, steps: int = 200) -> tuple[float, float]:
     """Platt scaling on validation steps: fit ``scale · logit + bias`` by LBFGS on the BCE."""
     if len(val) == 0 or not any(val.labels) or all(val.labels):
@@ -378,6 +466,20 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     if config.heads > 1:  # the mean of the members' calibrated logits, calibrated once more
         head, history = StepEnsemble(members), histories[0]
         scale, bias = calibrate_steps(head, parts["val"])
+    mixture = None
+    if config.token_head_problems:  # a token head beside the feature head(s), weighted on validation steps
+        if config.heads > 1:
+            member_tests.insert(0, evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
+        else:
+            member_tests.append(evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
+        token = _token_head(config, policy, fingerprint, out, max_tokens=members[0].max_tokens, progress=progress)
+        token_test = evaluate_steps(token, parts["test"], seed=config.seed)["rankers"]["verifier"]
+        head = StepEnsemble(members + [token])
+        if config.heads > 1:  # the feature heads keep their mean's share: one weight for them, one for the token head
+            head.weights.copy_(torch.tensor([1.0 / config.heads] * config.heads + [1.0]))
+        weights = fit_mixture(head, parts["val"])
+        scale, bias = 1.0, float(head.logit_bias)
+        mixture = {"weights": weights, "token_head_test": token_test, "feature_head_test": member_tests[0]}
     head.default_threshold = calibrated_threshold(head, parts["val"])
     test = evaluate_steps(head, parts["test"], seed=config.seed)
     metrics = {
@@ -393,11 +495,34 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     }
     if config.heads > 1:  # each member's own held-out ranking, beside the ensemble's ("test")
         metrics.update(heads=config.heads, member_histories=histories, member_tests=member_tests)
+    if mixture is not None:
+        metrics["token_head"] = mixture
     head.save(out / "verifier", extra={"labels": "own-steps", "policy": config.policy})
     atomic_write_json(out / "metrics.json", metrics)
     if progress:
         print(step_summary(test))
     return out
+
+
+def _token_head(config, policy, fingerprint: str, out: Path, *, max_tokens: int, progress: bool) -> StepVerifier:
+    """The token head of ``config`` (``out/token_head``, reused when its key matches: it reads no policy
+    feature, so only the tokenizer, the task and its own knobs fix it)."""
+    key = hashlib.sha256(json.dumps([fingerprint, policy.hidden_size, config.task, config.seed, config.reference_slips,
+                                     config.token_head_problems, config.token_head_steps, config.step_width,
+                                     config.step_layers, max_tokens]).encode()).hexdigest()
+    folder = out / "token_head"
+    cfg_path = folder / "verifier_config.json"
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.get("key") == key:
+            return StepVerifier.from_folder(folder, cfg)
+    tokens = token_steps(policy.tokenizer, token_problems(config.task, config.token_head_problems, config.seed + 1),
+                         slips=config.reference_slips, seed=config.seed + 1)
+    head = fit_token_head(tokens, hidden_size=policy.hidden_size, steps=config.token_head_steps, width=config.step_width,
+                          layers=config.step_layers, max_tokens=max_tokens, seed=config.seed,
+                          fingerprint=fingerprint, digit_ids=digit_token_ids(policy.tokenizer), progress=progress)
+    head.save(folder, extra={"key": key, "n_token_steps": len(tokens)})
+    return head
 
 
 def label_key(config, policy) -> str:
