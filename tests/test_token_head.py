@@ -9,7 +9,6 @@ import random
 
 import pytest
 import torch
-from test_step_verifier import _planted
 from test_token_steps import _marked
 
 from experiments.commands.cli import main
