@@ -115,6 +115,18 @@ def _pair_loss(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor)
     return F.softplus(diff[pair]).mean()
 
 
+def _train_step(head: StepVerifier, opt, sched, logits: torch.Tensor, y: torch.Tensor, g: torch.Tensor, *,
+                pos_weight: torch.Tensor, pair_weight: float) -> float:
+    """One optimiser step on class-balanced BCE plus the within-group ranking loss; returns the loss."""
+    loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight) + pair_weight * _pair_loss(logits, y, g)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
 def _drop_features(batch: StepBatch, p: float) -> StepBatch:
     """Zero the policy features (hidden states, log-probs, entropies) of a random share ``p`` of the
     steps: those steps are judged from their tokens alone, so the token path has to learn to check
@@ -193,14 +205,7 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
                 y, g, w = tok_labels[idx], tok_groups[idx], tok_weight
             else:
                 y, g, w = labels_all[idx], groups_all[idx], pos_weight
-            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=w)
-            loss = loss + pair_weight * _pair_loss(logits, y, g)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(_train_step(head, opt, sched, logits, y, g, pos_weight=w, pair_weight=pair_weight))
             bar.update(1)
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None}
         if val is not None and len(val):
@@ -263,15 +268,8 @@ def fit_token_head(tokens: TokenSteps, *, hidden_size: int, steps: int, width: i
                 rows = [r for g in order[j:j + groups_per_batch] for r in members[g]]
                 idx = torch.tensor(rows)
                 logits = head.raw_logits(packed.batch(rows)).float()
-                y = y_all[idx]
-                loss = (F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
-                        + pair_weight * _pair_loss(logits, y, g_all[idx]))
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
+                losses.append(_train_step(head, opt, sched, logits, y_all[idx], g_all[idx], pos_weight=pos_weight,
+                                          pair_weight=pair_weight))
                 done += 1
                 bar.update(1)
                 if done % 50 == 0:
