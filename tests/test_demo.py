@@ -64,6 +64,17 @@ def test_demo_quick_end_to_end(home, capsys):
         torch.set_num_threads(threads)
     assert again["sampling"] == diag["sampling"] and again["methods"] == diag["methods"]
     assert again["greedy_error_taxonomy"] == diag["greedy_error_taxonomy"]
+    # rewrites, plain and with lazy siblings, each beside greedy and the majority vote at its tokens
+    rw = run_diagnose(DiagnoseConfig(**{**diag["config"], "out": str(run / "diagnose-rw"), "workers": 1, "n": 2,
+                                        "rewrite": 1, "accepts": "0.3"}), log=lambda *_: None)
+    rows_rw = rw["methods"]
+    beams = ["beam verifier rewrite=1", "beam verifier lazy accept=0.3 rewrite=1"]
+    assert set(beams) | {"beam oracle rewrite=1", "beam verifier lazy accept=0.3"} <= set(rows_rw)
+    per = rows_rw["vote@8 majority"]["tokens_generated"] / 8
+    for b in beams:
+        vote = f"vote@{max(8, round(rows_rw[b]['tokens_generated'] / per))} majority"
+        assert vote in rows_rw and rows_rw[vote]["n"] == 2
+        assert {(b, "greedy"), (b, vote)} <= {(p["a"], p["b"]) for p in rw["paired"]}
     # the run became the default: search.solve with no policy loads it
     import search
 

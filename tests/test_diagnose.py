@@ -136,3 +136,29 @@ def test_rewrite_rows_are_reported_beside_their_plain_beams():
     for bad in (-1, True, 1.5):
         with pytest.raises(ValueError, match="rewrite"):
             DiagnoseConfig(run="x", rewrite=bad)
+
+
+def test_rewrite_beam_is_compared_with_the_vote_that_spends_its_tokens():
+    from experiments.studies.diagnose import limits_text, matched_vote_name, pruning_savings, rewrite_beams
+
+    m = lambda acc, tok: {"accuracy": acc, "tokens_generated": tok}  # noqa: E731
+    methods = {"greedy": m(0.25, 90.0), "vote@8 majority": m(0.26, 800.0), "beam verifier": m(0.34, 800.0),
+               "beam logprob": m(0.25, 800.0), "beam oracle": m(0.45, 800.0),
+               "beam verifier lazy accept=0.8": m(0.36, 500.0),
+               "beam verifier rewrite=2": m(0.40, 1060.0), "beam oracle rewrite=2": m(0.55, 1000.0),
+               "beam verifier lazy accept=0.8 rewrite=2": m(0.30, 780.0),
+               "vote@11 majority": m(0.27, 1100.0)}
+    assert rewrite_beams(methods) == ["beam verifier rewrite=2", "beam verifier lazy accept=0.8 rewrite=2"]
+    assert matched_vote_name(methods, "beam verifier rewrite=2") == "vote@11 majority"  # 1060 / (800 / 8) = 10.6
+    assert matched_vote_name(methods, "beam verifier lazy accept=0.8 rewrite=2") == "vote@8 majority"  # 7.8 -> 8
+    assert matched_vote_name({**methods, "beam verifier rewrite=2": m(0.4, 500.0)},
+                             "beam verifier rewrite=2") == "vote@8 majority"  # never fewer samples than vote@8
+    text = limits_text({"methods": methods, "sampling": {"0.4": {"pass_at_k": {"4": 0.5}}}, "siblings": {},
+                        "greedy_error_taxonomy": {}, "pruning": []})
+    assert ("'beam verifier rewrite=2' reaches 40.0% at 1060 tokens: +15.0 points over greedy and +13.0 over the "
+            "majority vote that spends its tokens (vote@11 majority, 27.0%)") in text
+    assert ("'beam verifier lazy accept=0.8 rewrite=2' reaches 30.0% at 780 tokens: +5.0 points over greedy and "
+            "+4.0 over the majority vote that spends its tokens (vote@8 majority, 26.0%)") in text
+    # the lazy beam with rewrites is not read as a pruned form of the lazy beam
+    lazy = [p for p in pruning_savings(methods) if p["search"] == "beam verifier lazy"][0]
+    assert [r["threshold"] for r in lazy["rows"]] == [0.8] and lazy["rows"][0]["accuracy_change"] == pytest.approx(0.02)

@@ -103,6 +103,8 @@ def _variants(beam: dict, verifier) -> dict[str, tuple[str, object, dict]]:
             plan[f"beam prod W4 M{m} lazy accept={a:g}"] = {**prod, "samples": m, "accept": a}
     for r in (2, 4):  # rewrites: a beam whose children are all rejected backs up into its best child's step
         plan[f"beam prod rewrite={r}"] = {**prod, "rewrite": r}
+        for at in (0.3, 0.7):  # the P(error) at which every child counts as rejected (default 0.5)
+            plan[f"beam prod rewrite={r} at={at:g}"] = {**prod, "rewrite": r, "rewrite_at": at}
         for a in (0.8,):
             plan[f"beam prod W4 M2 lazy accept={a:g} rewrite={r}"] = {**prod, "accept": a, "rewrite": r}
             plan[f"beam prod W4 M4 lazy accept={a:g} rewrite={r}"] = {**prod, "samples": 4, "accept": a, "rewrite": r}

@@ -239,6 +239,8 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
                    {**beam, "rank": "verifier", "aggregate": cfg.aggregate, "rewrite": r}),
                   (1.0, f"beam oracle{REWRITE}{r}", "beam", CheckerOracle(H),
                    {**beam, "rank": "verifier", "aggregate": "max", "rewrite": r})]
+        # lazy siblings pay for the rewrites: the tokens a beam saves once a child is accepted
+        sweep += [(1.0, f"{name}{REWRITE}{r}", "beam", ver, {**knobs, "rewrite": r}) for _, name, _, ver, knobs in lazy]
     order = list(plan) + [name for _, name, *_ in sweep]
     todo = sorted(plan.items(), key=lambda kv: kv[0] not in replays)  # the recorded searches first
     todo += [(name, (method, ver, knobs)) for t, name, method, ver, knobs in sweep]
@@ -252,8 +254,29 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
                       trees_dir=out / TREES if name in LOSS_BEAMS else None, **knobs)
         rows[name] = method_row(rs)
         greedy = rs if name == "greedy" else greedy
+    for name in (matched_vote_name(rows, b) for b in rewrite_beams(rows)):  # each one's matched-budget peer
+        if name not in rows:
+            log(f"[diagnose] {name}")
+            n = int(name.split("@")[1].split()[0])
+            rs = evaluate(problems, policy=policy, verifier=None, method="best_of_n", out=res, tag=name, seed=cfg.seed,
+                          max_new_tokens=cfg.max_new_tokens, progress=False, batch_size=8, n=n, vote="majority",
+                          temperature=cfg.search_temperature, **lim)
+            rows[name] = method_row(rs)
+            order.append(name)
     rows = {name: rows[name] for name in order}
     return rows, greedy
+
+
+def rewrite_beams(rows) -> list[str]:
+    """The verifier beams with rewrites among ``rows`` (names), plain or with lazy siblings."""
+    return [k for k in rows if k.startswith("beam verifier") and REWRITE in k]
+
+
+def matched_vote_name(rows: dict, name: str) -> str:
+    """The majority vote at row ``name``'s generated tokens: vote@n with n = 8 × (its tokens /
+    vote@8's), rounded, at least 8."""
+    per = rows["vote@8 majority"]["tokens_generated"] / 8
+    return f"vote@{max(8, round(rows[name]['tokens_generated'] / per)) if per else 8} majority"
 
 
 LOSS_BEAMS = ("beam verifier", "beam oracle")  # their trees are kept (out/trees/) and read by beam_losses
@@ -276,7 +299,7 @@ def pruning_savings(methods: dict) -> list[dict]:
         b = methods[base]
         best, rows = None, []
         for name, m in methods.items():
-            if not name.startswith(base + mark):
+            if not name.startswith(base + mark) or REWRITE in name:
                 continue
             cut = 1.0 - m["tokens_generated"] / b["tokens_generated"] if b["tokens_generated"] else 0.0
             row = {"threshold": float(name[len(base + mark):].split()[0]), "token_cut": cut,
@@ -352,6 +375,8 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
     if cfg.rewrite:
         rw = f"beam verifier{REWRITE}{cfg.rewrite}"
         paired += [_paired(rows, rw, "beam verifier"), _paired(rows, f"beam oracle{REWRITE}{cfg.rewrite}", "beam oracle")]
+        for b in rewrite_beams(rows):  # against greedy and the vote that spends its tokens
+            paired += [_paired(rows, b, "greedy"), _paired(rows, b, matched_vote_name(rows, b))]
     result = {"config": dataclasses.asdict(cfg), "n": len(problems), "greedy_error_taxonomy": taxonomy,
               "sampling": sampling, "methods": {k: {kk: vv for kk, vv in v.items() if kk != "by_problem"}
                                                 for k, v in rows.items()},
@@ -426,6 +451,13 @@ def limits_text(r: dict) -> str:
                    f"likely token) take the oracle beam from {100 * o:.1f}% to {100 * ro['accuracy']:.1f}% "
                    f"({tok(f'beam oracle{REWRITE}{k}', 'beam oracle'):+.0f}% tokens) and the verifier beam from "
                    f"{100 * v:.1f}% to {100 * rv['accuracy']:.1f}% ({tok(name, 'beam verifier'):+.0f}% tokens).")
+        for b in rewrite_beams(m) if "vote@8 majority" in m else []:
+            vote, rb = matched_vote_name(m, b), m[b]
+            if vote in m:
+                out.append(f"'{b}' reaches {100 * rb['accuracy']:.1f}% at {rb['tokens_generated']:.0f} tokens: "
+                           f"{100 * (rb['accuracy'] - g):+.1f} points over greedy and "
+                           f"{100 * (rb['accuracy'] - m[vote]['accuracy']):+.1f} over the majority vote that spends its "
+                           f"tokens ({vote}, {100 * m[vote]['accuracy']:.1f}%).")
     for p in r.get("pruning", []):
         b = p["best"]
         if p["search"] == "beam oracle":
