@@ -91,3 +91,31 @@ def test_summarize_counts_every_kind():
     assert s["n"] == 4 and s["counts"] == {"solved": 1, "pick": 0, "dropped": 2, "invisible": 0, "coverage": 1}
     assert s["dropped_median_depth"] == 3 and s["dropped_median_p_right"] == pytest.approx(0.7)
     assert s["dropped_median_p_kept"] == pytest.approx(0.2)
+
+
+def test_rewrite_events_count_firings_right_rewrites_and_whether_the_ranking_kept_them():
+    from experiments.studies.beam_losses import rewrite_events
+
+    t = _tree()
+    # root: both drawn children wrong, rewrites fired; one rewrite right and expanded (kept)
+    w1, w2 = _child(t, ROOT, WRONG1, p=0.9, status="expanded"), _child(t, ROOT, WRONG1, p=0.8)
+    kept = t.add_child(ROOT, ids=(2,), raw_ids=(2,), text=RIGHT1, raw_text=RIGHT1, p_backtrack=0.4, status="expanded",
+                       stop_reason="newline", forced=3, banned=7)
+    t.add_child(ROOT, ids=(2,), raw_ids=(2,), text=WRONG1, raw_text=WRONG1, p_backtrack=0.6, stop_reason="newline",
+                forced=3, banned=7)
+    # the kept rewrite: drawn children all wrong, nothing fired (missed)
+    _child(t, kept, WRONG2, p=0.3)
+    _child(t, kept, WRONG2, p=0.2)
+    # below a wrong node nothing counts (not a right path)
+    _child(t, w1, RIGHT2, p=0.1)
+    assert w2 == 2
+    c = rewrite_events(t)
+    assert dict(c) == {"right_parents": 2, "all_wrong": 2, "fired": 1, "fired_all_wrong": 1, "missed": 1,
+                       "right_drawn": 1, "right_kept": 1}
+    # the same right rewrite left open with no children: drawn, not kept
+    import dataclasses
+
+    t.nodes[kept] = dataclasses.replace(t.nodes[kept], status="open")
+    t.children[kept] = []
+    c = rewrite_events(t)
+    assert (c["right_drawn"], c["right_kept"], c["right_parents"], c["missed"]) == (1, 0, 1, 0)

@@ -75,6 +75,8 @@ def test_demo_quick_end_to_end(home, capsys):
         vote = f"vote@{max(8, round(rows_rw[b]['tokens_generated'] / per))} majority"
         assert vote in rows_rw and rows_rw[vote]["n"] == 2
         assert {(b, "greedy"), (b, vote)} <= {(p["a"], p["b"]) for p in rw["paired"]}
+    assert set(rw["rewrite_use"]) == set(beams) | {"beam oracle rewrite=1"}  # read from each one's trees
+    assert all(u["n"] == 2 and u["fired"] >= u["right_drawn"] >= u["right_kept"] for u in rw["rewrite_use"].values())
     # the run became the default: search.solve with no policy loads it
     import search
 

@@ -159,6 +159,15 @@ def test_rewrite_beam_is_compared_with_the_vote_that_spends_its_tokens():
             "majority vote that spends its tokens (vote@11 majority, 27.0%)") in text
     assert ("'beam verifier lazy accept=0.8 rewrite=2' reaches 30.0% at 780 tokens: +5.0 points over greedy and "
             "+4.0 over the majority vote that spends its tokens (vote@8 majority, 26.0%)") in text
+    use = {"beam verifier rewrite=2": {"n": 200, "right_parents": 900, "all_wrong": 300, "fired": 320,
+                                       "fired_all_wrong": 270, "missed": 30, "right_drawn": 90, "right_kept": 40},
+           "beam oracle rewrite=2": {"n": 200, "right_parents": 1000, "all_wrong": 330, "fired": 330,
+                                     "fired_all_wrong": 330, "missed": 0, "right_drawn": 110, "right_kept": 100}}
+    text = limits_text({"methods": methods, "sampling": {"0.4": {"pass_at_k": {"4": 0.5}}}, "siblings": {},
+                        "greedy_error_taxonomy": {}, "pruning": [], "rewrite_use": use})
+    assert ("drawn children were all wrong 300 times: it fired rewrites in 270 of them (missed 30; 50 more firings "
+            "beside a right child); of its 320 firings, 90 drew a right rewrite and the ranking kept 40 of those "
+            "(the oracle beam: 110 drawn of 330 firings, 100 kept).") in text
     # the lazy beam with rewrites is not read as a pruned form of the lazy beam
     lazy = [p for p in pruning_savings(methods) if p["search"] == "beam verifier lazy"][0]
     assert [r["threshold"] for r in lazy["rows"]] == [0.8] and lazy["rows"][0]["accuracy_change"] == pytest.approx(0.02)

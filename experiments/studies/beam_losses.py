@@ -27,7 +27,7 @@ from policy.data.grading import answers_match
 from search.tree import ROOT, Tree
 from verifier.step_data import step_label
 
-__all__ = ["KINDS", "classify", "losses_markdown", "path_errors", "summarize"]
+__all__ = ["KINDS", "classify", "losses_markdown", "path_errors", "rewrite_events", "summarize"]
 
 KINDS = ("solved", "pick", "dropped", "invisible", "coverage")
 
@@ -71,6 +71,34 @@ def classify(tree: Tree, gold: str) -> dict:
     if any(n.status == "terminal" for n in at):
         return {**out, "kind": "invisible", "depth": deepest}
     return {**out, "kind": "coverage", "depth": deepest + 1}
+
+
+def rewrite_events(tree: Tree) -> Counter:
+    """Where a beam with rewrites (``BeamConfig.rewrite``) spends them, on right paths only (nodes
+    the checker finds no error on). Per right node with children: ``all_wrong`` when its drawn
+    children are all wrong; ``fired`` when it also has rewrite children (``forced`` or ``banned``);
+    ``fired_all_wrong`` both; ``missed`` all wrong and not fired; ``right_drawn`` a rewrite child is
+    right; ``right_kept`` that right rewrite was then expanded or finished — the ranking kept it."""
+    wrong = path_errors(tree)
+    c = Counter()
+    for node in tree.nodes:
+        kids = tree.children[node.id]
+        if not kids or wrong[node.id]:
+            continue
+        drawn = [k for k in kids if not tree.nodes[k].forced and tree.nodes[k].banned is None]
+        rewrites = [k for k in kids if k not in drawn]
+        all_wrong = bool(drawn) and all(wrong[k] for k in drawn)
+        c["right_parents"] += 1
+        c["all_wrong"] += all_wrong
+        if not rewrites:
+            c["missed"] += all_wrong
+            continue
+        c["fired"] += 1
+        c["fired_all_wrong"] += all_wrong
+        right = [k for k in rewrites if not wrong[k]]
+        c["right_drawn"] += bool(right)
+        c["right_kept"] += any(tree.children[k] or tree.nodes[k].status == "terminal" for k in right)
+    return c
 
 
 def summarize(cases: Iterable[dict]) -> dict:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.studies.backtracks import EFFECT_KEYS, backtrack_effects, with_rates
-from experiments.studies.beam_losses import classify, losses_markdown, summarize
+from experiments.studies.beam_losses import classify, losses_markdown, rewrite_events, summarize
 from experiments.studies.evaluate import evaluate, method_row
 from experiments.studies.stats import mcnemar
 from experiments.wiring import load_run
@@ -251,7 +252,7 @@ def _methods(cfg: DiagnoseConfig, out: Path, policy, verifier, problems, log) ->
         rs = evaluate(problems, policy=policy, verifier=ver, method=method, out=res, tag=name,
                       threshold=thresholds.get(name, 1.0), seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                       progress=False, batch_size=64 if method == "decode" else 8, replays=replays.get(name, ()),
-                      trees_dir=out / TREES if name in LOSS_BEAMS else None, **knobs)
+                      trees_dir=out / TREES if name in LOSS_BEAMS or REWRITE in name else None, **knobs)
         rows[name] = method_row(rs)
         greedy = rs if name == "greedy" else greedy
     for name in (matched_vote_name(rows, b) for b in rewrite_beams(rows)):  # each one's matched-budget peer
@@ -383,6 +384,7 @@ def run_diagnose(cfg: DiagnoseConfig, *, log=print) -> dict:
               "paired": paired, "siblings": sib}
     result["pruning"] = pruning_savings(result["methods"])
     result["beam_losses"] = beam_losses(out / TREES, problems)
+    result["rewrite_use"] = rewrite_use(out / TREES, problems, [k for k in rows if REWRITE in k])
     result["limits"] = limits_text(result)
     atomic_write_json(out / "diagnose.json", result)
     atomic_write_text(out / "diagnose.md", diagnose_markdown(result))
@@ -401,6 +403,21 @@ def beam_losses(trees: Path, problems) -> dict:
         if cases:
             out[name] = summarize(cases)
     return out
+
+
+def rewrite_use(trees: Path, problems, names) -> dict:
+    """Per rewrite beam of ``names``: ``beam_losses.rewrite_events`` summed over the trees this run
+    solved (``n`` trees read)."""
+    out = {}
+    for name in names:
+        files = [f for p in problems if (f := trees / f"{name}-{p.id}.json").exists()]
+        if files:
+            total = sum((rewrite_events(load_tree(f)) for f in files), Counter())
+            out[name] = {"n": len(files), **{k: total.get(k, 0) for k in REWRITE_EVENTS}}
+    return out
+
+
+REWRITE_EVENTS = ("right_parents", "all_wrong", "fired", "fired_all_wrong", "missed", "right_drawn", "right_kept")
 
 
 def limits_text(r: dict) -> str:
@@ -451,6 +468,15 @@ def limits_text(r: dict) -> str:
                    f"likely token) take the oracle beam from {100 * o:.1f}% to {100 * ro['accuracy']:.1f}% "
                    f"({tok(f'beam oracle{REWRITE}{k}', 'beam oracle'):+.0f}% tokens) and the verifier beam from "
                    f"{100 * v:.1f}% to {100 * rv['accuracy']:.1f}% ({tok(name, 'beam verifier'):+.0f}% tokens).")
+        use = r.get("rewrite_use") or {}
+        if name in use and use[name]["fired"]:
+            u, ou = use[name], use.get(f"beam oracle{REWRITE}{k}")
+            out.append(f"On right paths the verifier beam's drawn children were all wrong {u['all_wrong']} times: it "
+                       f"fired rewrites in {u['fired_all_wrong']} of them (missed {u['missed']}; "
+                       f"{u['fired'] - u['fired_all_wrong']} more firings beside a right child); of its {u['fired']} "
+                       f"firings, {u['right_drawn']} drew a right rewrite and the ranking kept {u['right_kept']} of those"
+                       + (f" (the oracle beam: {ou['right_drawn']} drawn of {ou['fired']} firings, "
+                          f"{ou['right_kept']} kept)" if ou else "") + ".")
         for b in rewrite_beams(m) if "vote@8 majority" in m else []:
             vote, rb = matched_vote_name(m, b), m[b]
             if vote in m:
