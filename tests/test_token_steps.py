@@ -2,20 +2,23 @@
 ``collate_steps`` with zero policy features, and actually learned from by ``fit_step_verifier``."""
 
 import random
+import re
+from fractions import Fraction
 
 import pytest
 import torch
 from test_step_verifier import _planted
 
 from policy.data import generate_problems
-from policy.data.grading import check_steps
+from policy.data.grading import check_steps, evaluate, parse_annotations
 from policy.tokenizer import char_tokenizer
 from search.interfaces import StepView
 from verifier.config import VerifierTrainConfig
 from verifier.splits import token_problems
+from verifier.step_data import _slipped_steps, with_result
 from verifier.step_head import collate_steps, digit_places
 from verifier.step_train import fit_step_verifier, score_data, sibling_auroc
-from verifier.token_steps import PackedTokens, TokenSteps, _places, token_steps
+from verifier.token_steps import PackedTokens, TokenSteps, _places, fact_slips, token_steps
 
 TOK = char_tokenizer()
 DIGITS = frozenset(TOK.convert_tokens_to_ids(list("0123456789")))
@@ -39,6 +42,64 @@ def test_token_steps_are_labelled_like_the_checker():
         assert len({steps.depth[i] for i in rows}) == 1
     with pytest.raises(ValueError, match="slips"):
         token_steps(TOK, [], slips=0)
+    with pytest.raises(ValueError, match="kind"):
+        token_steps(TOK, [], kind="parity")
+    with pytest.raises(ValueError, match="token_slips"):
+        VerifierTrainConfig(out="x", policy="tiny", token_slips="parity")
+
+
+def _written(text: str) -> tuple[Fraction, Fraction | None]:
+    """(the result inside the annotation, the one restated after it or None)."""
+    a = parse_annotations(text)[0]
+    after = re.match(r">>([\d.,]+)", text[a.result_span[1]:])
+    return Fraction(a.result.replace(",", "")), (Fraction(after.group(1).rstrip(".").replace(",", "")) if after else None)
+
+
+def _slip_profile(slip) -> dict[str, float]:
+    """Shares of a slip generator's wrong versions of built-in reference lines: written alike in both
+    places; of those, off the right result by 2 to 9; a product's neighbouring fact (an operand ±1 or ±2)."""
+    rng, alike, mid, neighbour, n = random.Random(0), 0, 0, 0, 0
+    for p in generate_problems(200, seed=2, split="train"):
+        for line in (ln + "\n" for ln in p.solution.split("\n")):
+            anns = parse_annotations(line)
+            if len(anns) != 1:
+                continue
+            right = evaluate(anns[0].expr)
+            x, op, y = re.fullmatch(r"(\d+)([-+*/])(\d+)", anns[0].expr.replace(" ", "")).groups()
+            near = {evaluate(f"{int(x) + d}{op}{y}") for d in (-2, -1, 1, 2) if int(x) + d >= 0}
+            near |= {evaluate(f"{x}{op}{int(y) + d}") for d in (-2, -1, 1, 2) if int(y) + d > 0}
+            for text in slip(line, rng, 3):
+                inside, after = _written(text)
+                n += 1
+                if after is not None and inside != after:
+                    continue
+                assert inside != right and inside >= 0
+                alike += 1
+                mid += 2 <= abs(inside - right) <= 9
+                neighbour += inside in near and op == "*"
+    return {"alike": alike / n, "mid": mid / alike, "neighbour": neighbour / n, "n": n}
+
+
+def test_fact_slips_are_wrong_facts_as_the_policy_writes_them():
+    facts, digits = _slip_profile(fact_slips), _slip_profile(_slipped_steps)
+    assert facts["n"] > 500 and digits["n"] > 500
+    # the digit slips: half written differently in the two places, and rarely 2-9 off (±1, ±10, a digit)
+    assert digits["alike"] < 0.6 and digits["mid"] < 0.2
+    # the fact slips: mostly written alike, and most often 2-9 off, as the policy's own wrong results are
+    assert facts["alike"] > 0.7 and facts["mid"] > 0.4
+    # and a product's neighbouring facts (4*4 -> 12), which the digit slips never write on purpose
+    assert facts["neighbour"] > 0.05 > digits["neighbour"]
+    assert fact_slips("#### 5\n", random.Random(0), 3) == [] == fact_slips("no annotation\n", random.Random(0), 3)
+
+
+def test_with_result_writes_the_result_where_asked():
+    line = "Then she has <<7-6=1>>1 stickers.\n"
+    a = parse_annotations(line)[0]
+    assert with_result(line, a, "3", "both") == "Then she has <<7-6=3>>3 stickers.\n"
+    assert with_result(line, a, "3", "inside") == "Then she has <<7-6=3>>1 stickers.\n"
+    assert with_result(line, a, "3", "after") == "Then she has <<7-6=1>>3 stickers.\n"
+    bare = "x <<7-6=1>> y\n"  # no restated result: only the inside can change
+    assert with_result(bare, parse_annotations(bare)[0], "3", "after") == "x <<7-6=3>> y\n"
 
 
 def test_token_problems_are_never_a_validation_or_test_question():

@@ -50,6 +50,10 @@ class VerifierTrainConfig:
                                   "slipped-result versions train a token head, a second step verifier that reads the "
                                   "step's tokens only; the saved verifier is the two heads' mixture, weighted on "
                                   "validation steps (>= 0; 0: no token head)")
+    token_slips: str = _f("facts", "step: the wrong versions of the token rows (--token-head-problems, --token-problems): "
+                          "'facts' (a neighbouring fact's result, the result off by 1-10, digit slips: how the "
+                          "policy's own steps are wrong) or 'digits' (the reference steps' digit slips, session 17's "
+                          "token heads; a head learns their parity tells, not the facts)")
     token_head_steps: int = _f(1500, "step: optimiser steps of the token head, 64 sibling groups each (>= 1)")
     label_workers: int = _f(2, "step: processes drawing the labels: 2 draws the reference steps in a second process "
                             "while this one draws the own-step labels, one thread each, on a CPU with >= 2 cores "
@@ -106,6 +110,8 @@ class VerifierTrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "token_head_problems" else 1):
                 raise ValueError(f"{name} must be an int >= {0 if name == 'token_head_problems' else 1}, got {v!r}")
+        if self.token_slips not in ("facts", "digits"):
+            raise ValueError(f"token_slips must be 'facts' or 'digits', got {self.token_slips!r}")
         if not isinstance(self.token_problems, int) or self.token_problems < 0:
             raise ValueError(f"token_problems must be an int >= 0, got {self.token_problems!r}")
         if not isinstance(self.reference_slips, int) or self.reference_slips < 1:

@@ -389,8 +389,7 @@ def _slipped_steps(line: str, rng: random.Random, n: int) -> list[str]:
         return []
     a = anns[0]
     old = a.result.strip()
-    head, tail = line[: a.result_span[0]], line[a.result_span[1]:]
-    repeated = tail.startswith(">>" + old)
+    repeated = line[a.result_span[1]:].startswith(">>" + old)
     out: list[str] = []
     for _ in range(4 * n):
         if len(out) >= n:
@@ -404,12 +403,24 @@ def _slipped_steps(line: str, rng: random.Random, n: int) -> list[str]:
         if new.startswith("-") and not old.startswith("-"):
             continue
         where = rng.choice(("both", "both", "inside", "after")) if repeated else "inside"
-        inside = new if where in ("both", "inside") else old
-        after = (">>" + (new if where in ("both", "after") else old) + tail[2 + len(old):]) if repeated else tail
-        text = head + inside + after
+        text = with_result(line, a, new, where)
         if text != line and text not in out:
             out.append(text)
     return out
+
+
+def with_result(line: str, a, new: str, where: str) -> str:
+    """``line`` with its one annotation ``a``'s result written as ``new``: ``both`` inside the
+    annotation and where the line repeats it after ``>>``, or only ``inside``, or only ``after`` (a
+    line that does not repeat the result has only the inside)."""
+    old = a.result.strip()
+    head, tail = line[: a.result_span[0]], line[a.result_span[1]:]
+    repeated = tail.startswith(">>" + old)
+    if not repeated:
+        where = "inside"
+    inside = new if where in ("both", "inside") else old
+    after = (">>" + (new if where in ("both", "after") else old) + tail[2 + len(old):]) if repeated else tail
+    return head + inside + after
 
 
 @torch.no_grad()

@@ -446,7 +446,7 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     tokens = None
     if config.token_problems:  # the policy's training split: no held-out or validation question
         tokens = token_steps(policy.tokenizer, token_problems(config.task, config.token_problems, config.seed),
-                             slips=config.reference_slips, seed=config.seed)
+                             slips=config.reference_slips, seed=config.seed, kind=config.token_slips)
     members, histories, member_tests = [], [], []
     for k in range(config.heads):  # head k: seed + k (head 0 is the single-head recipe's, to the bit)
         head, history = fit_step_verifier(
@@ -507,7 +507,9 @@ def _token_head(config, policy, fingerprint: str, out: Path, *, max_tokens: int,
     feature, so only the tokenizer, the task and its own knobs fix it)."""
     key = hashlib.sha256(json.dumps([fingerprint, policy.hidden_size, config.task, config.seed, config.reference_slips,
                                      config.token_head_problems, config.token_head_steps, config.step_width,
-                                     config.step_layers, max_tokens]).encode()).hexdigest()
+                                     config.step_layers, max_tokens]
+                                    + ([config.token_slips] if config.token_slips != "digits" else [])  # digits: older heads' key
+                                    ).encode()).hexdigest()
     folder = out / "token_head"
     cfg_path = folder / "verifier_config.json"
     if cfg_path.exists():
@@ -515,7 +517,7 @@ def _token_head(config, policy, fingerprint: str, out: Path, *, max_tokens: int,
         if cfg.get("key") == key:
             return StepVerifier.from_folder(folder, cfg)
     tokens = token_steps(policy.tokenizer, token_problems(config.task, config.token_head_problems, config.seed + 1),
-                         slips=config.reference_slips, seed=config.seed + 1)
+                         slips=config.reference_slips, seed=config.seed + 1, kind=config.token_slips)
     head = fit_token_head(tokens, hidden_size=policy.hidden_size, steps=config.token_head_steps, width=config.step_width,
                           layers=config.step_layers, max_tokens=max_tokens, seed=config.seed,
                           fingerprint=fingerprint, digit_ids=digit_token_ids(policy.tokenizer), progress=progress)

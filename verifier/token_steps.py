@@ -11,24 +11,42 @@ versions with its result slipped the way the policy slips (``step_data._slipped_
 verifier reads them with the policy features zero — exactly what feature dropout shows it on a
 share of the policy's own steps — so the checking it learns here is the checking it uses there.
 
+Two slip distributions (``kind``). ``digits`` is the reference steps' (one digit ±1, a carry, a
+swap, ±1, ±10; half of them written differently inside and after the annotation). A head trained
+on it learns to spot those slips, not the facts: it rated ``<<7-6=3>>`` as likelier right than
+``<<7-6=1>>`` and ``<<4*4=12>>`` as ``<<4*4=16>>``, and ordered the policy's own sibling steps with
+AUROC 0.85. ``facts`` (the default) slips the way the built-in policy's own wrong steps are wrong,
+measured on its verifier's own-step labels (validation-split problems; 4,700 distinct wrong lines):
+the result of a neighbouring fact (an operand ±1 or ±2: ``4*4`` → 12, the commonest), the right
+result off by 1-10 (1-4 most often), and a share of the digit slips; mostly written alike in both
+places. A head trained on these orders the policy's sibling steps with AUROC 0.996.
+
 The problems come from the policy's *training* split: never a held-out or validation question.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import torch
 
-from policy.data.grading import check_steps
+from policy.data.corrupt import slip_number
+from policy.data.grading import check_steps, evaluate, format_number, parse_annotations
 from policy.data.problems import Problem
-from verifier.step_data import _slipped_steps
+from verifier.step_data import _slipped_steps, with_result
 from verifier.step_head import MAX_PLACE, StepBatch, flat_rows
 
-__all__ = ["PackedTokens", "TokenSteps", "token_steps"]
+__all__ = ["SLIP_KINDS", "PackedTokens", "TokenSteps", "fact_slips", "token_steps"]
+
+SLIP_KINDS = ("facts", "digits")
+# |wrong - right| of the policy's own wrong results that are no neighbouring fact, 1..10 (training-split labels)
+_OFFSETS, _OFFSET_WEIGHTS = tuple(range(1, 11)), (20, 18, 12, 10, 6, 6, 3, 3, 3, 3)
+_INTEGER = re.compile(r"(?<![\d.])\d+(?![\d.])")
 
 
 @dataclass
@@ -45,11 +63,16 @@ class TokenSteps:
         return len(self.labels)
 
 
-def token_steps(tokenizer, problems: Sequence[Problem], *, slips: int = 3, seed: int = 0) -> TokenSteps:
+def token_steps(tokenizer, problems: Sequence[Problem], *, slips: int = 3, seed: int = 0,
+                kind: str = "facts") -> TokenSteps:
     """Every one-annotation line of the problems' reference solutions that the checker accepts
-    (label 0), beside up to ``slips`` versions with a slipped result (label 1), as one sibling group."""
+    (label 0), beside up to ``slips`` versions with a wrong result (label 1) of the slip ``kind``
+    (``SLIP_KINDS``, module docstring), as one sibling group."""
     if slips < 1:
         raise ValueError(f"slips must be >= 1, got {slips}")
+    if kind not in SLIP_KINDS:
+        raise ValueError(f"kind must be one of {SLIP_KINDS}, got {kind!r}")
+    slip = fact_slips if kind == "facts" else _slipped_steps
     rng = random.Random(f"token-steps:{seed}")
     rows: list[tuple[str, int, int, int]] = []  # (text, label, group, depth)
     n_groups = 0
@@ -57,7 +80,7 @@ def token_steps(tokenizer, problems: Sequence[Problem], *, slips: int = 3, seed:
         for depth, line in enumerate((ln + "\n" for ln in p.solution.split("\n")), start=1):
             if check_steps(line).errors:
                 continue
-            wrong = _slipped_steps(line, rng, slips)
+            wrong = slip(line, rng, slips)
             if wrong:
                 rows += [(text, label, n_groups, depth) for label, text in [(0, line)] + [(1, w) for w in wrong]]
                 n_groups += 1
@@ -69,6 +92,50 @@ def token_steps(tokenizer, problems: Sequence[Problem], *, slips: int = 3, seed:
             out.labels.append(label)
             out.groups.append(group)
             out.depth.append(depth)
+    return out
+
+
+def fact_slips(line: str, rng: random.Random, n: int) -> list[str]:
+    """Up to ``n`` distinct wrong versions of a correct one-annotation line, each a wrong *fact*: the
+    result of the expression with one operand ±1 or ±2 (35%), the right result ±1..10 (45%, small
+    offsets likelier), or a digit slip of the written result (20%); written alike inside and after
+    the annotation 80% of the time, else in one place only. Never a negative result for a
+    non-negative one, never the right value again."""
+    anns = parse_annotations(line)
+    if len(anns) != 1 or not anns[0].result.strip():
+        return []
+    a = anns[0]
+    try:
+        right = evaluate(a.expr)
+    except (ValueError, ZeroDivisionError, SyntaxError):
+        return []
+    operands = list(_INTEGER.finditer(a.expr))
+    out: list[str] = []
+    for _ in range(6 * n):
+        if len(out) >= n:
+            break
+        r = rng.random()
+        try:
+            if r < 0.35 and operands:
+                m, d = rng.choice(operands), rng.choice((-2, -1, 1, 2))
+                if int(m.group(0)) + d < 0:
+                    continue
+                value = evaluate(a.expr[:m.start()] + str(int(m.group(0)) + d) + a.expr[m.end():])
+            elif r < 0.8:
+                value = right + rng.choices(_OFFSETS, _OFFSET_WEIGHTS)[0] * rng.choice((-1, 1))
+            else:
+                slipped = slip_number(a.result.strip().replace(",", ""), rng)
+                if slipped is None:
+                    continue
+                value = Fraction(slipped)
+        except (ValueError, ZeroDivisionError, SyntaxError):
+            continue
+        if value == right or (value < 0 <= right):
+            continue
+        where = "both" if rng.random() < 0.8 else rng.choice(("inside", "after"))
+        text = with_result(line, a, format_number(value), where)
+        if text != line and text not in out:
+            out.append(text)
     return out
 
 
