@@ -29,7 +29,10 @@ def test_demo_quick_end_to_end(home, capsys):
     assert (run / "train" / "policy" / "config.json").exists()
     assert (run / "verifier_train" / "verifier" / "verifier_config.json").exists()
     vcfg = json.loads((run / "verifier_train" / "config.json").read_text())  # the demo's verifier knobs reach training
-    assert (vcfg["epochs"], vcfg["reference_problems"]) == (3, 24)
+    assert (vcfg["epochs"], vcfg["reference_problems"], vcfg["token_head_problems"]) == (3, 24, 60)
+    assert (run / "verifier_train" / "token_head" / "verifier_config.json").exists()
+    saved = json.loads((run / "verifier_train" / "verifier" / "verifier_config.json").read_text())
+    assert saved["kind"] == "step-ensemble" and saved["members"] == 2  # the feature head and the token head
     assert len(json.loads((run / "verifier_train" / "metrics.json").read_text())["history"]) <= 3
     assert (run / "plots" / "accuracy_by_method.png").stat().st_size > 1000
     assert (run / "sweep" / "accuracy_vs_threshold.png").exists()
@@ -102,17 +105,21 @@ def test_demo_quick_end_to_end(home, capsys):
     assert "| e1-r0-s0-d0.2-h2 |" in table  # a two-head ensemble on the same labels, and its head 1 alone
     assert "| e1-r0-s0-d0.2-h2, head 1 alone |" in table
     ens = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2-h2" / "metrics.json").read_text())
-    assert ens["heads"] == 2 and len(ens["member_tests"]) == 2
+    assert ens["heads"] == 2 and len(ens["member_tests"]) == 3  # the two heads' mean, head 0, head 1 ...
+    assert set(ens["token_head"]) == {"weights", "token_head_test", "feature_head_test"}  # ... beside the token head
     m = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2" / "metrics.json").read_text())
     assert m["epochs_run"] == 1 and m["train_s"] > 0
     own = json.loads((run / "verifier_train" / "metrics.json").read_text())
     assert m["n_steps"]["train"] < own["n_steps"]["train"] and m["n_steps"]["test"] == own["n_steps"]["test"]
     assert not (run / "verifier_budget" / "e1-r0-s0-d0.2" / "reference_steps.pt").exists()
-    saved = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2" / "verifier" / "verifier_config.json").read_text())
-    assert saved["dropout"] == 0.2  # the dropout asked for is the one the head trained with
+    saved = json.loads((run / "verifier_budget" / "e1-r0-s0-d0.2" / "verifier" / "member-0" / "verifier_config.json")
+                       .read_text())
+    assert saved["dropout"] == 0.2  # the dropout asked for is the one the (feature) head trained with
     tags = {r["tag"] for r in read_results(run / "verifier_budget" / "results.jsonl")}
     assert {"greedy", "e1-r0-s0-d0.2 τ=1", "e1-r0-s0-d0.2-h2 τ=1", "e1-r0-s0-d0.2-h2 head 1 τ=1"} <= tags
-    assert len(tags) == 8
+    # the run's verifier and every retrained one is a mixture with the token head: each member beam once more
+    assert "| e1-r0-s0-d0.2-h2, the token head alone |" in table and "e1-r0-s0-d0.2-h2 head 2 τ=1" in tags
+    assert len(tags) == 11
 
 
 @pytest.mark.parametrize("argv", [["--split", "train"], ["--epochs", "0"], ["--reference-problems", "x"],
@@ -181,7 +188,8 @@ def test_demo_precision_resolves_auto_on_this_machine(monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [{"verifier_epochs": 0}, {"reference_problems": -1}, {"diagnose_thresholds": (0.5, 1.2)},
-                                 {"precision": "fp16"}, {"verifier_precision": "half"}, {"verifier_heads": 0}])
+                                 {"precision": "fp16"}, {"verifier_precision": "half"}, {"verifier_heads": 0},
+                                 {"token_head_problems": -1}, {"token_head_steps": 0}])
 def test_demo_refuses_bad_verifier_and_diagnose_knobs(bad):
     from experiments.studies.demo import DemoConfig
 

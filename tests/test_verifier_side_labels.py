@@ -20,10 +20,10 @@ from verifier.train import load_frozen_policy, train_verifier
 pytestmark = pytest.mark.skipif(not can_run_side_jobs(), reason="needs a fork server and two cores")
 
 
-def _config(out: Path, workers: int) -> VerifierTrainConfig:
-    return VerifierTrainConfig(out=str(out), policy="tiny", kind="step", num_problems=6, beam_width=2, beam_samples=2,
-                               max_depth=2, max_step_tokens=12, reference_problems=12, reference_slips=1, epochs=1,
-                               label_workers=workers, batch_size=64)
+def _config(out: Path, workers: int, **kw) -> VerifierTrainConfig:
+    return VerifierTrainConfig(**{**dict(out=str(out), policy="tiny", kind="step", num_problems=6, beam_width=2,
+                                         beam_samples=2, max_depth=2, max_step_tokens=12, reference_problems=12,
+                                         reference_slips=1, epochs=1, label_workers=workers, batch_size=64), **kw})
 
 
 def _same_steps(a: Path, b: Path, key: str) -> None:
@@ -57,7 +57,7 @@ def test_two_label_workers_draw_the_same_labels_and_train_the_same_verifier(tmp_
     train_verifier(one, progress=False)
     assert calls == []
     train_verifier(two, progress=False)
-    assert calls == ["_reference_job"]  # the side job ran (not a fallback to one process)
+    assert calls == ["_side_job"]  # the side job ran (not a fallback to one process)
     policy = load_frozen_policy("tiny")
     key = step_train.label_key(two, policy)
     _same_steps(tmp_path / "one" / "steps.pt", tmp_path / "two" / "steps.pt", key)
@@ -84,3 +84,27 @@ def test_a_side_job_on_another_policy_is_refused_and_the_steps_drawn_here(tmp_pa
     key = step_train.label_key(cfg, policy)
     _same_steps(tmp_path / "side" / "reference_steps.pt", tmp_path / "serial" / "reference_steps.pt",
                 step_train.reference_key(key, cfg))
+
+
+def test_the_token_head_trained_in_the_side_job_is_the_one_trained_here(tmp_path, monkeypatch, one_thread):
+    """With a token head and no reference steps the side job trains the token head while this process
+    draws the labels; at one thread each, the head and the mixture are the ones one process makes."""
+    calls = []
+    real = step_train.side_job
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].__name__)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_train, "side_job", spy)
+    knobs = dict(reference_problems=0, token_head_problems=30, token_head_steps=4)
+    train_verifier(_config(tmp_path / "one", 1, **knobs), progress=False)
+    assert calls == []
+    train_verifier(_config(tmp_path / "two", 2, **knobs), progress=False)
+    assert calls == ["_side_job"]
+    for name in ("token_head/head.safetensors", "verifier/head.safetensors"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    calls.clear()  # a rerun into the same folder reuses the saved head: no side job, no training
+    (tmp_path / "two" / "metrics.json").unlink()
+    train_verifier(_config(tmp_path / "two", 2, **knobs), progress=False)
+    assert calls == [] and (tmp_path / "two" / "metrics.json").exists()

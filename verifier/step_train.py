@@ -257,8 +257,8 @@ def fit_token_head(tokens: TokenSteps, *, hidden_size: int, steps: int, width: i
         members.setdefault(g, []).append(i)
     order = list(members)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05) if steps >= 20
-             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05) if steps >= 40
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))  # one-cycle needs >= 2 warm-up steps
     head.train()
     done, losses = 0, []
     with tqdm(total=steps, desc="token head", disable=not progress) as bar:
@@ -397,7 +397,10 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     ``config.policy`` as loaded from disk) and ``config.label_workers`` > 1 on a CPU, the reference
     steps are drawn by a second process while this one draws the own-step labels, one thread each
     (``policy.workers.side_job``): the labels one process draws at one thread, to the bit, in less
-    wall time (at two threads a few matrix products round differently)."""
+    wall time (at two threads a few matrix products round differently). The token head
+    (``token_head_problems``), which reads no policy feature, trains in that second process too,
+    after its reference steps (at one thread; trained here, at this process's threads, when no
+    side job runs)."""
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -410,16 +413,19 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     guess = _held_out_questions(problems, [p.id for p in problems], config)
     data = StepData.load(out / "steps.pt", key=key)
     if data is None:
-        side = (side_labels and config.label_workers > 1 and config.reference_problems > 0 and can_run_side_jobs()
-                and next(policy.model.parameters()).device.type == "cpu" and not (out / "reference_steps.pt").exists())
-        job = (_reference_job, (dataclasses.asdict(config), key, sorted(guess), str(pending), progress))
+        draw_ref = config.reference_problems > 0 and not (out / "reference_steps.pt").exists()
+        fit_tok = config.token_head_problems > 0 and _saved_token_head(out, _token_head_key(config, policy, fingerprint)) is None
+        side = (side_labels and config.label_workers > 1 and (draw_ref or fit_tok) and can_run_side_jobs()
+                and next(policy.model.parameters()).device.type == "cpu")
+        job = (_side_job, (dataclasses.asdict(config), key, sorted(guess), str(pending), draw_ref, fit_tok, progress))
         with (side_job(*job) if side else nullcontext()) as future, torch.no_grad():
             data = collect_steps(policy, problems, width=config.beam_width, samples=config.beam_samples,
                                  temperature=config.search_temperature, seed=config.seed, max_depth=config.max_depth,
                                  max_step_tokens=config.max_step_tokens, rewrite=config.rewrite_labels,
                                  rewrite_trigger=CheckerOracle(policy.hidden_size), progress=progress)
         if future is not None and (error := _side_error(future)):
-            warnings.warn(f"the reference steps' side job failed ({error}); drawing them here instead", stacklevel=2)
+            warnings.warn(f"the side job failed ({error}); its reference steps and token head are made here instead",
+                          stacklevel=2)
         data.save(out / "steps.pt", key=key)
         data = data.as_saved()  # what a resumed run reads back: the same verifier either way
     split = split_problems(data.problem_ids, test_share=config.test_share, val_share=config.val_share, seed=config.seed)
@@ -470,7 +476,8 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
             member_tests.insert(0, evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
         else:
             member_tests.append(evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
-        token = _token_head(config, policy, fingerprint, out, max_tokens=members[0].max_tokens, progress=progress)
+        assert members[0].max_tokens == TOKEN_HEAD_MAX_TOKENS  # the length the token head's key was computed for
+        token = _token_head(config, policy, fingerprint, out, progress=progress)
         token_test = evaluate_steps(token, parts["test"], seed=config.seed)["rankers"]["verifier"]
         head = StepEnsemble(members + [token])
         if config.heads > 1:  # the feature heads keep their mean's share: one weight for them, one for the token head
@@ -502,26 +509,41 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     return out
 
 
-def _token_head(config, policy, fingerprint: str, out: Path, *, max_tokens: int, progress: bool) -> StepVerifier:
-    """The token head of ``config`` (``out/token_head``, reused when its key matches: it reads no policy
-    feature, so only the tokenizer, the task and its own knobs fix it)."""
-    key = hashlib.sha256(json.dumps([fingerprint, policy.hidden_size, config.task, config.seed, config.reference_slips,
-                                     config.token_head_problems, config.token_head_steps, config.step_width,
-                                     config.step_layers, max_tokens]
-                                    + ([config.token_slips] if config.token_slips != "digits" else [])  # digits: older heads' key
-                                    ).encode()).hexdigest()
-    folder = out / "token_head"
-    cfg_path = folder / "verifier_config.json"
+TOKEN_HEAD_MAX_TOKENS = 96  # the steps' tail both heads read (``fit_step_verifier``'s default)
+
+
+def _token_head_key(config, policy, fingerprint: str) -> str:
+    """The token head's key: it reads no policy feature, so only the tokenizer, the hidden size (the
+    zero features' width), the task and its own knobs fix it."""
+    return hashlib.sha256(json.dumps([fingerprint, policy.hidden_size, config.task, config.seed, config.reference_slips,
+                                      config.token_head_problems, config.token_head_steps, config.step_width,
+                                      config.step_layers, TOKEN_HEAD_MAX_TOKENS]
+                                     + ([config.token_slips] if config.token_slips != "digits" else [])  # older heads' key
+                                     ).encode()).hexdigest()
+
+
+def _saved_token_head(out: Path, key: str) -> StepVerifier | None:
+    """``out/token_head`` when it was saved under ``key``, else None."""
+    cfg_path = out / "token_head" / "verifier_config.json"
     if cfg_path.exists():
         cfg = json.loads(cfg_path.read_text())
         if cfg.get("key") == key:
-            return StepVerifier.from_folder(folder, cfg)
+            return StepVerifier.from_folder(out / "token_head", cfg)
+    return None
+
+
+def _token_head(config, policy, fingerprint: str, out: Path, *, progress: bool) -> StepVerifier:
+    """The token head of ``config`` (``out/token_head``, reused when its key matches, trained and saved otherwise)."""
+    key = _token_head_key(config, policy, fingerprint)
+    saved = _saved_token_head(out, key)
+    if saved is not None:
+        return saved
     tokens = token_steps(policy.tokenizer, token_problems(config.task, config.token_head_problems, config.seed + 1),
                          slips=config.reference_slips, seed=config.seed + 1, kind=config.token_slips)
     head = fit_token_head(tokens, hidden_size=policy.hidden_size, steps=config.token_head_steps, width=config.step_width,
-                          layers=config.step_layers, max_tokens=max_tokens, seed=config.seed,
+                          layers=config.step_layers, max_tokens=TOKEN_HEAD_MAX_TOKENS, seed=config.seed,
                           fingerprint=fingerprint, digit_ids=digit_token_ids(policy.tokenizer), progress=progress)
-    head.save(folder, extra={"key": key, "n_token_steps": len(tokens)})
+    head.save(out / "token_head", extra={"key": key, "n_token_steps": len(tokens)})
     return head
 
 
@@ -548,16 +570,22 @@ def _held_out_questions(problems, ids, config) -> set[str]:
     return {p.question for p in problems if p.id not in split["train"]}
 
 
-def _reference_job(config: dict, key: str, exclude: list[str], path: str, progress: bool) -> None:
-    """A side job of ``train_step_verifier``: the reference steps, saved to ``path``."""
+def _side_job(config: dict, key: str, exclude: list[str], path: str, draw_reference: bool, fit_token: bool,
+              progress: bool) -> None:
+    """The second process of ``train_step_verifier``: the reference steps, saved to ``path``, then the
+    token head, saved to ``out/token_head``."""
     config = VerifierTrainConfig(**config)
     policy = load_frozen_policy(config.policy)
     if label_key(config, policy) != key:
         raise RuntimeError(f"the policy at {config.policy} is not the one the labels are drawn with")
-    ref = reference_steps(policy, reference_problems(config.task, config.reference_problems, config.seed,
-                                                     exclude=set(exclude)),
-                          slips=config.reference_slips, seed=config.seed, progress=progress)
-    ref.save(path, key=reference_key(key, config))
+    if draw_reference:
+        ref = reference_steps(policy, reference_problems(config.task, config.reference_problems, config.seed,
+                                                         exclude=set(exclude)),
+                              slips=config.reference_slips, seed=config.seed, progress=progress)
+        ref.save(path, key=reference_key(key, config))
+    if fit_token:
+        _token_head(config, policy, tokenizer_fingerprint(policy.tokenizer, policy.backtrack_id), Path(config.out),
+                    progress=progress)
 
 
 def _side_error(future) -> str | None:

@@ -70,6 +70,7 @@ def train_verifier(cfg: DemoConfig, run: Path) -> dict:
                              beam_samples=4 if not cfg.quick else 2, epochs=cfg.verifier_epochs,
                              max_depth=4 if cfg.quick else 12, max_step_tokens=40 if cfg.quick else 96,
                              reference_problems=cfg.reference_problems, heads=cfg.verifier_heads,
+                             token_head_problems=cfg.token_head_problems, token_head_steps=cfg.token_head_steps,
                              precision=training_precision(cfg, "verifier"),
                              **({"reference_slips": 1} if cfg.quick else {}))
     fit(vc, progress=True)

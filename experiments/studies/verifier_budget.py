@@ -112,6 +112,9 @@ def _train(run: Path, base: dict, out: Path, *, epochs: int, reference: int, see
         src = run / "verifier_train" / name
         if src.exists() and not (out / name).exists() and seed == base["seed"]:
             shutil.copy(src, out / name)
+    token_head = run / "verifier_train" / "token_head"  # policy-free: reused whenever its key matches
+    if token_head.exists() and not (out / "token_head").exists():
+        shutil.copytree(token_head, out / "token_head")
     t0 = time.perf_counter()
     train_verifier(cfg, progress=False)
     m = json.loads(done.read_text())
@@ -169,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = a["ci95"]
         sib = m["test"]["rankers"]["verifier"]["sibling_auroc"]  # None: no test group holds a right and a wrong step
         fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
-        sib_text = fmt(sib) + (" (heads " + " / ".join(fmt(t["sibling_auroc"]) for t in m["member_tests"]) + ")"
-                               if m.get("member_tests") else "")
+        tests = _member_tests(m)
+        sib_text = fmt(sib) + (" (heads " + " / ".join(fmt(t["sibling_auroc"]) for t in tests) + ")" if tests else "")
         lines.append(f"| {name} | {m.get('train_s', float('nan')):.0f} | {sib_text} | {tau:g} | "
                      f"{100 * a['accuracy']:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | {100 * b['accuracy']:.1f}% | "
                      f"{a['tokens_generated']:.0f} → {b['tokens_generated']:.0f} |")
@@ -180,10 +183,20 @@ def main(argv: list[str] | None = None) -> int:
             r = method_row(evaluate(problems, policy=policy, verifier=alone, method="beam", out=res,
                                     tag=f"{name} head {k} τ=1", threshold=1.0, progress=False, **beam))
             lo, hi = r["ci95"]
-            lines.append(f"| {name}, head {k} alone | – | {fmt(m['member_tests'][k]['sibling_auroc'])} | – | "
+            head = "the token head" if "token_head" in m and k == len(tests) - 1 else f"head {k}"
+            lines.append(f"| {name}, {head} alone | – | {fmt(tests[k]['sibling_auroc'])} | – | "
                          f"{100 * r['accuracy']:.1f}% | {100 * lo:.1f}–{100 * hi:.1f}% | – | {r['tokens_generated']:.0f} |")
             print(lines[-1], flush=True)
     return write_summary(report, lines)
+
+
+def _member_tests(m: dict) -> list[dict]:
+    """The held-out rankings of a saved verifier's members, in the ensemble's order: the feature
+    head(s), then the token head when it has one (``metrics.json`` keeps the heads' mean first)."""
+    tests = list(m.get("member_tests") or [])
+    if "token_head" in m:
+        tests = (tests[1:] if tests else [m["token_head"]["feature_head_test"]]) + [m["token_head"]["token_head_test"]]
+    return tests
 
 
 if __name__ == "__main__":
