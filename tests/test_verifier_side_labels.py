@@ -37,15 +37,9 @@ def _same_steps(a: Path, b: Path, key: str) -> None:
 
 
 @pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_two_label_workers_draw_the_same_labels_and_train_the_same_verifier(tmp_path, monkeypatch, one_thread):
-    calls = []
+def side_calls(monkeypatch) -> list[str]:
+    """The names of the functions ``train_step_verifier`` hands to a side job, in order."""
+    calls: list[str] = []
     real = step_train.side_job
 
     def spy(*args, **kwargs):
@@ -53,6 +47,19 @@ def test_two_label_workers_draw_the_same_labels_and_train_the_same_verifier(tmp_
         return real(*args, **kwargs)
 
     monkeypatch.setattr(step_train, "side_job", spy)
+    return calls
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_two_label_workers_draw_the_same_labels_and_train_the_same_verifier(tmp_path, side_calls, one_thread):
+    calls = side_calls
     one, two = _config(tmp_path / "one", 1), _config(tmp_path / "two", 2)
     train_verifier(one, progress=False)
     assert calls == []
@@ -86,17 +93,10 @@ def test_a_side_job_on_another_policy_is_refused_and_the_steps_drawn_here(tmp_pa
                 step_train.reference_key(key, cfg))
 
 
-def test_the_token_head_trained_in_the_side_job_is_the_one_trained_here(tmp_path, monkeypatch, one_thread):
+def test_the_token_head_trained_in_the_side_job_is_the_one_trained_here(tmp_path, side_calls, one_thread):
     """With a token head and no reference steps the side job trains the token head while this process
     draws the labels; at one thread each, the head and the mixture are the ones one process makes."""
-    calls = []
-    real = step_train.side_job
-
-    def spy(*args, **kwargs):
-        calls.append(args[0].__name__)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(step_train, "side_job", spy)
+    calls = side_calls
     knobs = dict(reference_problems=0, token_head_problems=30, token_head_steps=4)
     train_verifier(_config(tmp_path / "one", 1, **knobs), progress=False)
     assert calls == []

@@ -21,11 +21,14 @@ import argparse
 import json
 import re
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from experiments.flags import add_config_flags, config_from_args
 from policy.data.grading import evaluate, parse_annotations
+from search.knobs import knob
 from verifier.step_data import StepData
 from verifier.step_head import StepVerifier
 from verifier.token_steps import PackedTokens, TokenSteps
@@ -33,6 +36,16 @@ from verifier.token_steps import PackedTokens, TokenSteps
 _BINARY = re.compile(r"\s*(\d+)\s*([-+*/])\s*(\d+)\s*")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
         "/": lambda a, b: None if b == 0 else evaluate(f"{a}/{b}")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig:
+    labels: str = knob(None, "a verifier's own-step labels (RUN/verifier_train/steps.pt)")
+    heads: str = knob("", "comma-separated token head folders (.../token_head)")
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise ValueError("--labels is required")
 
 
 def wrong_kind(text: str) -> str | None:
@@ -89,9 +102,11 @@ def order_by_operator(head: StepVerifier, data: StepData) -> tuple[float, dict[s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--labels", required=True, help="a verifier's own-step labels (RUN/verifier_train/steps.pt)")
-    ap.add_argument("--heads", default="", help="comma-separated token head folders (.../token_head)")
-    args = ap.parse_args(argv)
+    add_config_flags(ap, ProbeConfig)
+    try:
+        args = config_from_args(ap.parse_args(argv), ProbeConfig)
+    except ValueError as e:
+        ap.error(str(e))
     path = Path(args.labels)
     if not path.exists():
         raise SystemExit(f"no labels at {path}")
