@@ -53,7 +53,7 @@ class VerifierTrainConfig:
     token_slips: str = _f("facts", "step: the wrong versions of the token rows (--token-head-problems, --token-problems): "
                           "'facts' (a neighbouring fact's result, the result off by 1-10, digit slips: how the "
                           "policy's own steps are wrong) or 'digits' (the reference steps' digit slips, session 17's "
-                          "token heads; a head learns their parity tells, not the facts)")
+                          "token heads; a head learns to spot those slips, not the facts)")
     token_head_steps: int = _f(1500, "step: optimiser steps of the token head, 64 sibling groups each (>= 1)")
     label_workers: int = _f(2, "step: processes drawing the labels: 2 draws the reference steps in a second process "
                             "while this one draws the own-step labels, one thread each, on a CPU with >= 2 cores "

@@ -476,7 +476,9 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
             member_tests.insert(0, evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
         else:
             member_tests.append(evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
-        assert members[0].max_tokens == TOKEN_HEAD_MAX_TOKENS  # the length the token head's key was computed for
+        if members[0].max_tokens != TOKEN_HEAD_MAX_TOKENS:  # the length the token head's key was computed for
+            raise RuntimeError(f"the feature head reads {members[0].max_tokens} tokens, the token head "
+                               f"{TOKEN_HEAD_MAX_TOKENS}")
         token = _token_head(config, policy, fingerprint, out, progress=progress)
         token_test = evaluate_steps(token, parts["test"], seed=config.seed)["rankers"]["verifier"]
         head = StepEnsemble(members + [token])
