@@ -40,6 +40,8 @@ from verifier.token_steps import PackedTokens, TokenSteps, token_steps
 __all__ = ["batch_of", "calibrate_steps", "calibrated_threshold", "evaluate_steps", "fit_step_verifier", "score_data", "sibling_auroc",
            "step_summary", "train_step_verifier"]
 
+STEP_MAX_TOKENS = 96  # the tail of a step both the feature head and the token head read (part of the token head's key)
+
 
 def sibling_auroc(scores: Sequence[float], labels: Sequence[int], groups: Sequence[int]) -> dict:
     """Within-group AUROC of ``scores`` as P(error): over every (wrong, right) pair of siblings,
@@ -139,7 +141,7 @@ def _drop_features(batch: StepBatch, p: float) -> StepBatch:
 
 
 def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int, width: int = 96, layers: int = 2,
-                      heads: int = 4, max_tokens: int = 96, dropout: float = 0.1, lr: float = 1e-3,
+                      heads: int = 4, max_tokens: int = STEP_MAX_TOKENS, dropout: float = 0.1, lr: float = 1e-3,
                       weight_decay: float = 0.01, batch_size: int = 256, epochs: int = 30, patience: int = 5,
                       pair_weight: float = 1.0, feature_dropout: float = 0.0, seed: int = 0,
                       fingerprint: str | None = None, digit_ids: Sequence[int] = (), select: str = "best",
@@ -230,7 +232,7 @@ def fit_step_verifier(train: StepData, val: StepData | None, *, hidden_size: int
 
 
 def fit_token_head(tokens: TokenSteps, *, hidden_size: int, steps: int, width: int = 96, layers: int = 2,
-                   heads: int = 4, max_tokens: int = 96, lr: float = 2e-3, weight_decay: float = 0.01,
+                   heads: int = 4, max_tokens: int = STEP_MAX_TOKENS, lr: float = 2e-3, weight_decay: float = 0.01,
                    groups_per_batch: int = 64, pair_weight: float = 1.0, seed: int = 0, fingerprint: str | None = None,
                    digit_ids: Sequence[int] = (), progress: bool = True) -> StepVerifier:
     """A token head: a ``StepVerifier`` that reads a step's tokens only (``reads_features=False``),
@@ -476,9 +478,9 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
             member_tests.insert(0, evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
         else:
             member_tests.append(evaluate_steps(head, parts["test"], seed=config.seed)["rankers"]["verifier"])
-        if members[0].max_tokens != TOKEN_HEAD_MAX_TOKENS:  # the length the token head's key was computed for
+        if members[0].max_tokens != STEP_MAX_TOKENS:  # the length the token head's key was computed for
             raise RuntimeError(f"the feature head reads {members[0].max_tokens} tokens, the token head "
-                               f"{TOKEN_HEAD_MAX_TOKENS}")
+                               f"{STEP_MAX_TOKENS}")
         token = _token_head(config, policy, fingerprint, out, progress=progress)
         token_test = evaluate_steps(token, parts["test"], seed=config.seed)["rankers"]["verifier"]
         head = StepEnsemble(members + [token])
@@ -511,15 +513,12 @@ def train_step_verifier(config, policy, *, progress: bool = True, side_labels: b
     return out
 
 
-TOKEN_HEAD_MAX_TOKENS = 96  # the steps' tail both heads read (``fit_step_verifier``'s default)
-
-
 def _token_head_key(config, policy, fingerprint: str) -> str:
     """The token head's key: it reads no policy feature, so only the tokenizer, the hidden size (the
     zero features' width), the task and its own knobs fix it."""
     return hashlib.sha256(json.dumps([fingerprint, policy.hidden_size, config.task, config.seed, config.reference_slips,
                                       config.token_head_problems, config.token_head_steps, config.step_width,
-                                      config.step_layers, TOKEN_HEAD_MAX_TOKENS]
+                                      config.step_layers, STEP_MAX_TOKENS]
                                      + ([config.token_slips] if config.token_slips != "digits" else [])  # older heads' key
                                      ).encode()).hexdigest()
 
@@ -543,7 +542,7 @@ def _token_head(config, policy, fingerprint: str, out: Path, *, progress: bool) 
     tokens = token_steps(policy.tokenizer, token_problems(config.task, config.token_head_problems, config.seed + 1),
                          slips=config.reference_slips, seed=config.seed + 1, kind=config.token_slips)
     head = fit_token_head(tokens, hidden_size=policy.hidden_size, steps=config.token_head_steps, width=config.step_width,
-                          layers=config.step_layers, max_tokens=TOKEN_HEAD_MAX_TOKENS, seed=config.seed,
+                          layers=config.step_layers, max_tokens=STEP_MAX_TOKENS, seed=config.seed,
                           fingerprint=fingerprint, digit_ids=digit_token_ids(policy.tokenizer), progress=progress)
     head.save(out / "token_head", extra={"key": key, "n_token_steps": len(tokens)})
     return head
